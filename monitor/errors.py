@@ -1,0 +1,60 @@
+"""The exception tree of inferwatch.
+
+    InferwatchError                 base of every error this package raises on purpose
+    ├── ConfigError                 a configuration file is invalid (names file, line, key)
+    ├── StateError                  the SQLite state file is unusable (corrupt, foreign, too new)
+    ├── UsageError                  a command line is invalid
+    └── SourceError                 a log source cannot be read as configured
+
+Third-party errors are wrapped where they enter (`raise ConfigError(...) from exc`), so
+callers only ever catch this tree. The CLI prints `str(error)` as one line and exits with the
+error's `exit_code`.
+"""
+
+from __future__ import annotations
+
+
+class InferwatchError(Exception):
+    """Base class; `exit_code` is what the CLI exits with when this reaches it."""
+
+    exit_code = 2
+
+
+class ConfigError(InferwatchError):
+    """An invalid configuration; the message names file, line and key where known."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        file: str | None = None,
+        line: int | None = None,
+        key: str | None = None,
+    ) -> None:
+        self.file = file
+        self.line = line
+        self.key = key
+        self.message = message
+        super().__init__(self._render())
+
+    def _render(self) -> str:
+        where = ""
+        if self.file is not None:
+            where = self.file
+            if self.line is not None:
+                where += f":{self.line}"
+            where += ": "
+        key = f"{self.key}: " if self.key else ""
+        return f"{where}{key}{self.message}"
+
+
+class StateError(InferwatchError):
+    """The state file cannot be used; the daemon refuses to start rather than re-read logs."""
+
+
+class UsageError(InferwatchError):
+    """A command line that cannot be carried out as given."""
+
+
+class SourceError(InferwatchError):
+    """A log source that cannot be read as configured."""

@@ -1,0 +1,1 @@
+"""Log ingestion: tailing, schemas, pipelines and checkpoints."""

@@ -1,0 +1,254 @@
+"""One source's path from lines to metrics: decode, filter, map by schema, accumulate.
+
+Updates are not applied to the metric store line by line. They accumulate in a `RequestBatch`
+keyed by (service, model, user) and are applied at the checkpoint, in the same step that
+commits the offsets which produced them. `/metrics` therefore only ever shows committed
+counts: a crash never makes an exported counter go back (which Prometheus would read as a
+reset and turn into a spike of `rate()`).
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from bisect import bisect_left
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+from monitor.clock import Clock
+from monitor.ingest.events import RequestEvent
+from monitor.ingest.files import LineChunk
+from monitor.ingest.schemas import MalformedLine, Schema, path_getter
+from monitor.metrics import families as fam
+from monitor.metrics.store import MetricFamily, MetricStore
+
+log = logging.getLogger(__name__)
+
+_loads = orjson.loads
+_JSONDecodeError = orjson.JSONDecodeError
+_MALFORMED_LOG_INTERVAL_S = 60.0
+
+
+class RequestAccumulator:
+    """Everything one batch learned about one (service, model, user)."""
+
+    __slots__ = ("duration", "errors", "input_hist", "input_hit", "input_miss",
+                 "input_unknown", "output", "reasoning", "success", "tps", "ttft")
+
+    def __init__(self) -> None:
+        self.success = 0
+        self.errors: dict[str, int] = {}
+        # Histograms as [bucket counts..., sum]: one list, one index per observation.
+        self.duration = [0] * (len(fam.DURATION_BUCKETS) + 1) + [0.0]
+        self.ttft = [0] * (len(fam.TTFT_BUCKETS) + 1) + [0.0]
+        self.tps = [0] * (len(fam.TOKENS_PER_SECOND_BUCKETS) + 1) + [0.0]
+        self.input_hist = [0] * (len(fam.INPUT_TOKEN_BUCKETS) + 1) + [0.0]
+        self.input_hit = 0
+        self.input_miss = 0
+        self.input_unknown = 0
+        self.output = 0
+        self.reasoning = 0
+
+
+class RequestBatch:
+    """Accumulators for the events read since the last checkpoint."""
+
+    def __init__(self) -> None:
+        self.by_key: dict[tuple[str, str, str], RequestAccumulator] = {}
+
+    def add(self, event: RequestEvent, user_label: bool) -> None:
+        key = (event.service, event.model, (event.user or "") if user_label else "")
+        acc = self.by_key.get(key)
+        if acc is None:
+            acc = self.by_key[key] = RequestAccumulator()
+        if event.error_class is None:
+            acc.success += 1
+        else:
+            acc.errors[event.error_class] = acc.errors.get(event.error_class, 0) + 1
+        if event.duration is not None:
+            hist = acc.duration
+            hist[bisect_left(fam.DURATION_BUCKETS, event.duration)] += 1
+            hist[-1] += event.duration
+        if event.ttft is not None:
+            hist = acc.ttft
+            hist[bisect_left(fam.TTFT_BUCKETS, event.ttft)] += 1
+            hist[-1] += event.ttft
+        if event.throughput is not None:
+            hist = acc.tps
+            hist[bisect_left(fam.TOKENS_PER_SECOND_BUCKETS, event.throughput)] += 1
+            hist[-1] += event.throughput
+        tokens = event.input_tokens
+        if tokens is not None:
+            hist = acc.input_hist
+            hist[bisect_left(fam.INPUT_TOKEN_BUCKETS, tokens)] += 1
+            hist[-1] += tokens
+        if event.cache_hit_tokens is not None or event.cache_miss_tokens is not None:
+            acc.input_hit += event.cache_hit_tokens or 0
+            acc.input_miss += event.cache_miss_tokens or 0
+        elif tokens is not None:
+            acc.input_unknown += tokens
+        if event.output_tokens is not None:
+            acc.output += event.output_tokens
+        if event.reasoning_tokens is not None:
+            acc.reasoning += event.reasoning_tokens
+
+
+@dataclass
+class LineCounts:
+    parsed: int = 0
+    malformed: int = 0
+    oversized: int = 0
+    filtered: int = 0
+
+    def total(self) -> int:
+        return self.parsed + self.malformed + self.oversized + self.filtered
+
+
+LineFilter = Callable[[dict[str, Any]], bool]
+
+
+def build_filter(include: Mapping[str, str], exclude: Mapping[str, str]) -> LineFilter | None:
+    """A predicate keeping lines whose fields match every `include` regex and no `exclude`."""
+    if not include and not exclude:
+        return None
+    wanted = [(path_getter(p), re.compile(rx)) for p, rx in include.items()]
+    unwanted = [(path_getter(p), re.compile(rx)) for p, rx in exclude.items()]
+
+    def keep(obj: dict[str, Any]) -> bool:
+        for get, rx in wanted:
+            value = get(obj)
+            if value is None or rx.search(str(value)) is None:
+                return False
+        for get, rx in unwanted:
+            value = get(obj)
+            if value is not None and rx.search(str(value)) is not None:
+                return False
+        return True
+
+    return keep
+
+
+class SourcePipeline:
+    """Turns one source's line chunks into a pending batch, applied at each checkpoint."""
+
+    def __init__(
+        self,
+        *,
+        name: str,
+        schema: Schema,
+        store: MetricStore,
+        clock: Clock,
+        static_labels: Mapping[str, str] | None = None,
+        line_filter: LineFilter | None = None,
+        user_label: bool = False,
+    ) -> None:
+        self.name = name
+        self.schema = schema
+        self.clock = clock
+        self.line_filter = line_filter
+        self.user_label = user_label
+        labels = dict(static_labels or {})
+        self._service_override = labels.pop("service", None)
+        self._model_override = labels.pop("model", None)
+        self._extra: Sequence[tuple[str, str]] = tuple(sorted(labels.items()))
+        self.batch = RequestBatch()
+        self.counts = LineCounts()
+        self.pending_lines = 0
+        self._families = {spec.name: store.register(spec)
+                          for spec in (*fam.REQUEST_FAMILIES, fam.LOG_LINES)}
+        self._last_malformed_log = float("-inf")
+        self._malformed_since_log = 0
+
+    def process(self, chunk: LineChunk, where: str) -> int:
+        """Decode and accumulate one chunk; returns the number of lines it held."""
+        counts = self.counts
+        batch = self.batch
+        schema = self.schema
+        line_filter = self.line_filter
+        user_label = self.user_label
+        counts.oversized += chunk.oversized
+        for line in chunk.lines:
+            try:
+                obj = _loads(line)
+            except _JSONDecodeError as exc:
+                if line.strip():  # blank lines are not requests, nor mistakes
+                    self._malformed(where, f"not JSON ({exc})")
+                continue
+            if type(obj) is not dict:
+                self._malformed(where, f"a JSON {type(obj).__name__}, not an object")
+                continue
+            if line_filter is not None and not line_filter(obj):
+                counts.filtered += 1
+                continue
+            try:
+                event = schema(obj)
+            except MalformedLine as exc:
+                self._malformed(where, str(exc))
+                continue
+            batch.add(event, user_label)
+            counts.parsed += 1
+        handled = len(chunk.lines) + chunk.oversized
+        self.pending_lines += handled
+        return handled
+
+    def _malformed(self, where: str, reason: str) -> None:
+        """Count a bad line; log the reason at most once a minute per source (never content)."""
+        self.counts.malformed += 1
+        self._malformed_since_log += 1
+        now = self.clock.monotonic()
+        if now - self._last_malformed_log >= _MALFORMED_LOG_INTERVAL_S:
+            log.warning("source %s: skipped %d malformed line(s); latest in %s: %s",
+                        self.name, self._malformed_since_log, where, reason)
+            self._last_malformed_log = now
+            self._malformed_since_log = 0
+
+    def apply(self) -> None:
+        """Move the pending batch and line counts into the metric store."""
+        families = self._families
+        for (service, model, user), acc in self.batch.by_key.items():
+            values = (self.name, self._service_override or service,
+                      self._model_override or model)
+            extra = (*self._extra, ("user", user)) if self.user_label and user else self._extra
+            self._apply_one(families, values, extra, acc)
+        self.batch = RequestBatch()
+        lines = families[fam.LOG_LINES.name]
+        for result in ("parsed", "malformed", "oversized", "filtered"):
+            amount = getattr(self.counts, result)
+            if amount:
+                lines.inc(lines.key((self.name, result)), amount)
+        self.counts = LineCounts()
+        self.pending_lines = 0
+
+    @staticmethod
+    def _apply_one(families: dict[str, MetricFamily], values: tuple[str, str, str],
+                   extra: Sequence[tuple[str, str]], acc: RequestAccumulator) -> None:
+        requests = families[fam.REQUESTS.name]
+        if acc.success:
+            requests.inc(requests.key((*values, "success"), extra), acc.success)
+        if acc.errors:
+            requests.inc(requests.key((*values, "error"), extra), sum(acc.errors.values()))
+            errors = families[fam.REQUEST_ERRORS.name]
+            for error_class, count in acc.errors.items():
+                errors.inc(errors.key((*values, error_class), extra), count)
+        for spec, hist in ((fam.REQUEST_DURATION, acc.duration),
+                           (fam.TIME_TO_FIRST_TOKEN, acc.ttft),
+                           (fam.OUTPUT_TOKENS_PER_SECOND, acc.tps),
+                           (fam.REQUEST_INPUT_TOKENS, acc.input_hist)):
+            counts = [int(c) for c in hist[:-1]]
+            observed = sum(counts)
+            if observed:
+                family = families[spec.name]
+                family.merge_histogram(family.key(values, extra), counts, hist[-1], observed)
+        inputs = families[fam.INPUT_TOKENS.name]
+        for cache, amount in (("hit", acc.input_hit), ("miss", acc.input_miss),
+                              ("unknown", acc.input_unknown)):
+            if amount:
+                inputs.inc(inputs.key((*values, cache), extra), amount)
+        for spec, amount in ((fam.OUTPUT_TOKENS, acc.output),
+                             (fam.REASONING_TOKENS, acc.reasoning)):
+            if amount:
+                family = families[spec.name]
+                family.inc(family.key(values, extra), amount)

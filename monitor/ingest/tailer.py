@@ -1,0 +1,380 @@
+"""Following the files of one source across rotation, truncation, deletion and restarts.
+
+Files are tracked by identity (device, inode), never by name, and each is held open, so:
+
+* rename+create rotation (RotatingFileHandler, logrotate `create`): the old file leaves the
+  glob, becomes ROTATED and is read through its open descriptor to its end, including lines a
+  writer still appends to the old handle, until it has been idle for `rotate_wait`;
+* several rotations between two scans, or while stopped: a rotation of path P triggers a look
+  in P's directory for files named like P that changed after P was last seen and are unknown
+  — the intermediate generations — which are read from their start;
+* copytruncate and truncation: the size falls below the offset, or the consumed fingerprint or
+  tail no longer match (truncated then regrown past the old offset). The file restarts at 0,
+  and the directory is searched for the copy, identified by holding exactly the consumed
+  fingerprint and tail; the copy is read from the old offset, so the lines written between
+  the last read and the copy are not lost. A new file in the glob whose start equals a tracked
+  file's is DEFERRED for `copy_wait` in case it is such a copy, then read normally;
+* deletion: the open descriptor keeps the data readable; the file is read to its end and
+  dropped after `rotate_wait`;
+* inode reuse while stopped: a saved position is only resumed when the fingerprint and tail
+  still match; otherwise the file is new.
+"""
+
+from __future__ import annotations
+
+import glob
+import logging
+import os
+import stat
+from collections.abc import Iterable, Sequence
+from fnmatch import fnmatch
+from pathlib import PurePath
+
+from monitor.clock import Clock
+from monitor.ingest.files import (
+    FileCheckpoint,
+    FileIdentity,
+    FileRole,
+    LineChunk,
+    TrackedFile,
+    last_line_end,
+)
+
+log = logging.getLogger(__name__)
+
+_COMPRESSED_SUFFIXES = (".gz", ".bz2", ".xz", ".zst", ".zip", ".lz4")
+_MTIME_SLACK_S = 1.0
+
+
+class RotationAwareTailer:
+    """All files of one source: which exist, where each one's reading stands."""
+
+    def __init__(
+        self,
+        *,
+        source: str,
+        patterns: Sequence[str],
+        exclude: Sequence[str] = (),
+        start_at: str = "beginning",
+        max_line_bytes: int = 1 << 20,
+        saved: Iterable[FileCheckpoint] = (),
+        source_known: bool = False,
+        clock: Clock,
+        rotate_wait: float = 30.0,
+        copy_wait: float = 2.0,
+    ) -> None:
+        self.source = source
+        self.patterns = tuple(patterns)
+        self.exclude = tuple(exclude)
+        self.start_at = start_at
+        self.max_line_bytes = max_line_bytes
+        self.clock = clock
+        self.rotate_wait = rotate_wait
+        self.copy_wait = copy_wait
+        self.files: dict[FileIdentity, TrackedFile] = {}
+        self.known: dict[FileIdentity, FileCheckpoint] = {cp.identity: cp for cp in saved}
+        self.removed: set[FileIdentity] = set()
+        self._closed_unsaved: set[FileIdentity] = set()  # closed; final row not yet written
+        self._source_known = source_known
+        self._scanned = False
+        self._unreadable: set[str] = set()
+
+    # -- discovery -------------------------------------------------------------------------
+
+    def directories(self) -> set[str]:
+        """Directories whose changes matter: those of the patterns and of open files."""
+        dirs = {os.path.dirname(f.path) or "." for f in self.files.values()}
+        for pattern in self.patterns:
+            parent = os.path.dirname(pattern) or "."
+            if glob.has_magic(parent):
+                dirs.update(d for d in glob.glob(parent, recursive=True) if os.path.isdir(d))
+            elif os.path.isdir(parent):
+                dirs.add(parent)
+        return dirs
+
+    def matched_paths(self) -> dict[FileIdentity, tuple[str, os.stat_result]]:
+        found: dict[FileIdentity, tuple[str, os.stat_result]] = {}
+        for pattern in self.patterns:
+            for path in sorted(glob.glob(pattern, recursive=True)):
+                if any(fnmatch(path, ex) for ex in self.exclude):
+                    continue
+                try:
+                    st = os.stat(path)
+                except OSError:
+                    continue  # vanished between listing and stat
+                if stat.S_ISREG(st.st_mode):
+                    found.setdefault(FileIdentity(st.st_dev, st.st_ino), (path, st))
+        return found
+
+    def scan(self) -> None:
+        """Match the globs against what is tracked: new files, renames, rotations."""
+        now = self.clock.time()
+        matched = self.matched_paths()
+        first_scan = not self._scanned
+        self._scanned = True
+        vacated: list[tuple[str, float]] = []
+        for identity, tracked in list(self.files.items()):
+            hit = matched.get(identity)
+            if hit is not None:
+                if tracked.path != hit[0]:
+                    tracked.path = hit[0]
+                    tracked.dirty = True
+                tracked.last_seen = now
+                if tracked.role is FileRole.ROTATED:
+                    tracked.role = FileRole.ACTIVE
+            elif tracked.role is not FileRole.ROTATED:
+                vacated.append((tracked.path, tracked.last_seen))
+                tracked.role = FileRole.ROTATED
+                tracked.last_growth = self.clock.monotonic()
+        for identity, (path, st) in matched.items():
+            if identity not in self.files:
+                self._discover(identity, path, st, first_scan=first_scan, now=now)
+        if first_scan:
+            vacated.extend(self._resume_rotated_while_stopped(matched))
+        for path, last_seen in vacated:
+            self._recover_missed_rotations(path, last_seen)
+        self._promote_expired_deferrals()
+
+    def _open(self, identity: FileIdentity, path: str, role: FileRole) -> TrackedFile | None:
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        except OSError as exc:
+            if path not in self._unreadable:
+                self._unreadable.add(path)
+                log.warning("source %s: cannot open %s: %s", self.source, path, exc)
+            return None
+        st = os.fstat(fd)
+        if FileIdentity(st.st_dev, st.st_ino) != identity:
+            os.close(fd)  # replaced between stat and open; the next scan sees the new one
+            return None
+        self._unreadable.discard(path)
+        tracked = TrackedFile(identity=identity, path=path, fd=fd, role=role, size=st.st_size,
+                              last_seen=self.clock.time(), last_growth=self.clock.monotonic())
+        self.files[identity] = tracked
+        return tracked
+
+    def _discover(self, identity: FileIdentity, path: str, st: os.stat_result, *,
+                  first_scan: bool, now: float) -> None:
+        tracked = self._open(identity, path, FileRole.ACTIVE)
+        if tracked is None:
+            return
+        saved = self.known.pop(identity, None)
+        if saved is not None:
+            if tracked.restore_from(saved):
+                tracked.dirty = tracked.path != saved.path
+                return
+            log.info("source %s: %s reuses the inode of a file read before; reading it as new",
+                     self.source, path)
+        if first_scan and not self._source_known and self.start_at == "end":
+            tracked.start_at(last_line_end(tracked.fd, tracked.size, self.max_line_bytes))
+            return
+        if not first_scan and self._may_be_copy(tracked):
+            tracked.role = FileRole.DEFERRED
+            tracked.deferred_since = self.clock.monotonic()
+
+    def _may_be_copy(self, new: TrackedFile) -> bool:
+        """Whether `new` begins with the consumed start of a file already being read."""
+        for other in self.files.values():
+            if other is new or not other.fingerprint or other.role is FileRole.DEFERRED:
+                continue
+            if new.size >= len(other.fingerprint) and os.pread(
+                new.fd, len(other.fingerprint), 0
+            ) == other.fingerprint:
+                return True
+        return False
+
+    def _promote_expired_deferrals(self) -> None:
+        now = self.clock.monotonic()
+        for tracked in self.files.values():
+            if tracked.role is FileRole.DEFERRED and now - tracked.deferred_since >= self.copy_wait:
+                tracked.role = FileRole.ACTIVE
+
+    # -- recovery -----------------------------------------------------------------------------
+
+    def _resume_rotated_while_stopped(
+        self, matched: dict[FileIdentity, tuple[str, os.stat_result]]
+    ) -> list[tuple[str, float]]:
+        """Saved files no longer under the globs: find them beside their old path by inode."""
+        vacated = []
+        lost = [cp for cp in self.known.values() if cp.identity not in matched]
+        by_dir: dict[str, list[FileCheckpoint]] = {}
+        for cp in lost:
+            by_dir.setdefault(os.path.dirname(cp.path) or ".", []).append(cp)
+        for directory, checkpoints in by_dir.items():
+            wanted = {cp.identity: cp for cp in checkpoints}
+            for entry_path, st in _regular_files(directory):
+                identity = FileIdentity(st.st_dev, st.st_ino)
+                saved = wanted.pop(identity, None)
+                if saved is None:
+                    continue
+                tracked = self._open(identity, entry_path, FileRole.ROTATED)
+                if tracked is not None and tracked.restore_from(saved):
+                    del self.known[identity]
+                    vacated.append((saved.path, saved.last_seen))
+                elif tracked is not None:
+                    tracked.close()
+                    del self.files[identity]
+            for cp in wanted.values():
+                if os.path.exists(cp.path):
+                    continue  # left the glob by a config change, not by rotation
+                vacated.append((cp.path, cp.last_seen))
+        return vacated
+
+    def _recover_missed_rotations(self, path: str, last_seen: float) -> None:
+        """Read generations of `path` that were created and rotated away unseen."""
+        directory = os.path.dirname(path) or "."
+        stem = PurePath(path).name.split(".")[0]
+        for entry_path, st in _regular_files(directory):
+            name = PurePath(entry_path).name
+            identity = FileIdentity(st.st_dev, st.st_ino)
+            if (
+                not name.startswith(stem)
+                or name.endswith(_COMPRESSED_SUFFIXES)
+                or identity in self.files
+                or identity in self.known
+                or st.st_mtime < last_seen - _MTIME_SLACK_S
+                or self._is_matched(entry_path)
+            ):
+                continue
+            if self._open(identity, entry_path, FileRole.ROTATED) is not None:
+                log.info("source %s: reading %s, a rotation of %s that was never seen open",
+                         self.source, entry_path, path)
+
+    def _recover_copy(self, truncated: TrackedFile, offset: int, fingerprint: bytes,
+                      tail: bytes) -> None:
+        """After a truncation, find the copy holding what was consumed and read its rest."""
+        directory = os.path.dirname(truncated.path) or "."
+        for entry_path, st in _regular_files(directory):
+            identity = FileIdentity(st.st_dev, st.st_ino)
+            existing = self.files.get(identity)
+            if identity == truncated.identity or st.st_size < offset:
+                continue
+            if existing is not None and existing.role is not FileRole.DEFERRED:
+                continue
+            candidate = existing or self._open(identity, entry_path, FileRole.ROTATED)
+            if candidate is None:
+                continue
+            same_start = os.pread(candidate.fd, len(fingerprint), 0) == fingerprint
+            same_tail = os.pread(candidate.fd, len(tail), offset - len(tail)) == tail
+            if same_start and same_tail:
+                candidate.offset, candidate.fingerprint, candidate.tail = offset, fingerprint, tail
+                candidate.dirty = True
+                if candidate.role is FileRole.DEFERRED:
+                    candidate.role = FileRole.ACTIVE
+                log.info("source %s: %s was truncated; reading the rest of its copy %s",
+                         self.source, truncated.path, entry_path)
+                return
+            if existing is None:
+                candidate.close()
+                del self.files[identity]
+
+    def _is_matched(self, path: str) -> bool:
+        return any(fnmatch(path, p) for p in self.patterns) and not any(
+            fnmatch(path, ex) for ex in self.exclude
+        )
+
+    # -- reading ------------------------------------------------------------------------------
+
+    def files_with_data(self, changed_paths: set[str] | None) -> list[TrackedFile]:
+        """Files that have unread bytes, after checking each for truncation and rewrites.
+
+        `changed_paths` narrows the check to files the watcher reported (rotated and deferred
+        files are always checked); None checks every file.
+        """
+        ready = []
+        now = self.clock.monotonic()
+        for tracked in list(self.files.values()):
+            if (
+                changed_paths is not None
+                and tracked.role is FileRole.ACTIVE
+                and tracked.path not in changed_paths
+            ):
+                continue
+            try:
+                size = tracked.fstat_size()
+            except OSError:
+                continue
+            position = tracked.scan_pos if tracked.skipping else tracked.offset
+            if size < tracked.offset or (
+                size > position and not tracked.skipping and not tracked.content_still_matches()
+            ):
+                self._handle_truncation(tracked)
+                position = 0
+            if size > position:
+                tracked.last_growth = now
+                if tracked.role is not FileRole.DEFERRED:
+                    ready.append(tracked)
+            elif tracked.role is FileRole.ROTATED and now - tracked.last_growth >= self.rotate_wait:
+                self._close_rotated(tracked)
+        return ready
+
+    def read(self, tracked: TrackedFile) -> LineChunk | None:
+        return tracked.read_lines(self.max_line_bytes)
+
+    def _handle_truncation(self, tracked: TrackedFile) -> None:
+        offset, fingerprint, tail = tracked.offset, tracked.fingerprint, tracked.tail
+        log.info("source %s: %s was truncated or rewritten at offset %d; reading it from the "
+                 "start", self.source, tracked.path, offset)
+        tracked.reset()
+        if offset > 0 and fingerprint:
+            self._recover_copy(tracked, offset, fingerprint, tail)
+
+    def _close_rotated(self, tracked: TrackedFile) -> None:
+        try:
+            deleted = os.fstat(tracked.fd).st_nlink == 0
+        except OSError:
+            deleted = True
+        tracked.close()
+        del self.files[tracked.identity]
+        if deleted:
+            self.removed.add(tracked.identity)
+            self.known.pop(tracked.identity, None)
+        else:
+            self.known[tracked.identity] = tracked.checkpoint()
+            if tracked.dirty:
+                self._closed_unsaved.add(tracked.identity)
+
+    # -- state --------------------------------------------------------------------------------
+
+    def dirty_checkpoints(self) -> list[FileCheckpoint]:
+        """Rows to write at the next checkpoint: moved files, and closed ones not yet saved."""
+        rows = [f.checkpoint() for f in self.files.values() if f.dirty]
+        rows.extend(self.known[i] for i in self._closed_unsaved if i in self.known)
+        return rows
+
+    def mark_saved(self) -> None:
+        """The rows from `dirty_checkpoints` and the `removed` identities are committed."""
+        for tracked in self.files.values():
+            tracked.dirty = False
+        self._closed_unsaved = set()
+        self.removed = set()
+
+    def lag_bytes(self) -> int:
+        return sum(f.pending_bytes() for f in self.files.values())
+
+    def caught_up(self) -> bool:
+        """Whether every open file has been read to the size seen at its last check."""
+        return self._scanned and all(
+            f.offset >= f.size or f.role is FileRole.DEFERRED for f in self.files.values()
+        )
+
+    def close(self) -> None:
+        for tracked in self.files.values():
+            tracked.close()
+        self.files.clear()
+
+
+def _regular_files(directory: str) -> list[tuple[str, os.stat_result]]:
+    try:
+        entries = list(os.scandir(directory))
+    except OSError:
+        return []
+    found = []
+    for entry in entries:
+        try:
+            st = entry.stat(follow_symlinks=True)
+        except OSError:
+            continue
+        if stat.S_ISREG(st.st_mode):
+            found.append((entry.path, st))
+    return found

@@ -1,0 +1,1 @@
+"""The metric store, family declarations and exposition."""

@@ -1,0 +1,86 @@
+"""Declarations of the request and self-monitoring families (SPEC §6).
+
+Bucket layouts suit LLM traffic: latencies from tens of milliseconds to ten minutes, with
+bounds at 10 s (the bundled latency SLO) and 15 s (the common HighLatency runbook rule).
+Changing a layout drops the persisted series of that family at the next start, so treat
+these as part of the public contract.
+"""
+
+from __future__ import annotations
+
+from monitor.metrics.store import FamilySpec, Kind
+
+DURATION_BUCKETS = (0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 3.0, 5.0, 7.5, 10.0, 15.0, 20.0,
+                    30.0, 45.0, 60.0, 90.0, 120.0, 180.0, 300.0, 600.0)
+TTFT_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0)
+TOKENS_PER_SECOND_BUCKETS = (1.0, 5.0, 10.0, 20.0, 30.0, 50.0, 75.0, 100.0, 150.0, 200.0,
+                             300.0, 500.0, 750.0, 1000.0, 2000.0)
+INPUT_TOKEN_BUCKETS = (16.0, 32.0, 64.0, 128.0, 256.0, 512.0, 1024.0, 2048.0, 4096.0, 8192.0,
+                       16384.0, 32768.0, 65536.0, 131072.0)
+
+REQUEST_LABELS = ("source", "service", "model")
+
+REQUESTS = FamilySpec(
+    name="requests", kind=Kind.COUNTER, labels=(*REQUEST_LABELS, "status"),
+    help="Requests read from the logs, by outcome (status is success or error).",
+)
+REQUEST_ERRORS = FamilySpec(
+    name="request_errors", kind=Kind.COUNTER, labels=(*REQUEST_LABELS, "class"),
+    help="Failed requests by error class (timeout, rate_limit, auth, connection, oom, server, "
+         "client, other).",
+)
+REQUEST_DURATION = FamilySpec(
+    name="request_duration_seconds", kind=Kind.HISTOGRAM, labels=REQUEST_LABELS,
+    buckets=DURATION_BUCKETS, help="End-to-end request latency.",
+)
+TIME_TO_FIRST_TOKEN = FamilySpec(
+    name="time_to_first_token_seconds", kind=Kind.HISTOGRAM, labels=REQUEST_LABELS,
+    buckets=TTFT_BUCKETS, help="Time from request to the first generated token.",
+)
+OUTPUT_TOKENS_PER_SECOND = FamilySpec(
+    name="output_tokens_per_second", kind=Kind.HISTOGRAM, labels=REQUEST_LABELS,
+    buckets=TOKENS_PER_SECOND_BUCKETS, help="Generation speed of each request.",
+)
+REQUEST_INPUT_TOKENS = FamilySpec(
+    name="request_input_tokens", kind=Kind.HISTOGRAM, labels=REQUEST_LABELS,
+    buckets=INPUT_TOKEN_BUCKETS, help="Input (prompt) length of each request, in tokens.",
+)
+INPUT_TOKENS = FamilySpec(
+    name="input_tokens", kind=Kind.COUNTER, labels=(*REQUEST_LABELS, "cache"),
+    help="Input tokens, by prompt-cache outcome (hit, miss, or unknown when not reported).",
+)
+OUTPUT_TOKENS = FamilySpec(
+    name="output_tokens", kind=Kind.COUNTER, labels=REQUEST_LABELS,
+    help="Output tokens, reasoning tokens included.",
+)
+REASONING_TOKENS = FamilySpec(
+    name="reasoning_tokens", kind=Kind.COUNTER, labels=REQUEST_LABELS,
+    help="Reasoning tokens (a part of the output tokens).",
+)
+
+REQUEST_FAMILIES = (REQUESTS, REQUEST_ERRORS, REQUEST_DURATION, TIME_TO_FIRST_TOKEN,
+                    OUTPUT_TOKENS_PER_SECOND, REQUEST_INPUT_TOKENS, INPUT_TOKENS, OUTPUT_TOKENS,
+                    REASONING_TOKENS)
+
+LOG_LINES = FamilySpec(
+    name="log_lines", kind=Kind.COUNTER, labels=("source", "result"),
+    help="Log lines read, by result: parsed, malformed, oversized or filtered.",
+)
+LOG_LAG_BYTES = FamilySpec(
+    name="log_lag_bytes", kind=Kind.GAUGE, labels=("source",),
+    help="Bytes written to a source's files and not yet read.",
+)
+LOG_FILES = FamilySpec(
+    name="log_files", kind=Kind.GAUGE, labels=("source",),
+    help="Files of a source currently open (rotated files still being read included).",
+)
+CHECKPOINT_FAILURES = FamilySpec(
+    name="checkpoint_failures", kind=Kind.COUNTER,
+    help="Checkpoints (offsets and counters) that could not be written to the state file.",
+)
+BUILD_INFO = FamilySpec(
+    name="build_info", kind=Kind.GAUGE, labels=("version",),
+    help="Always 1; the version label says which inferwatch is running.",
+)
+
+INGEST_FAMILIES = (LOG_LINES, LOG_LAG_BYTES, LOG_FILES, CHECKPOINT_FAILURES)

@@ -1,0 +1,199 @@
+"""The SQLite state file: creation, schema migrations, and the single write transaction.
+
+One file, `<storage.path>/inferwatch.db`, holds everything that must survive a restart: file
+offsets and the counters they produced (committed together), and later the cost ledger, alert
+state, the notification outbox and SLO buckets.
+
+A missing file means a first start. An existing file that is empty, not SQLite, damaged, or
+not ours is a `StateError`: starting fresh would silently re-read every log from the start
+and double-count, so the daemon refuses and says how to recover. A new file is built under a
+temporary name and renamed into place, so a crash during creation never leaves a half-made
+file that would later be taken for valid state.
+
+WAL journaling with `synchronous=NORMAL`: a commit survives the process being killed at any
+moment (what exactly-once ingestion needs); a power cut may lose the last commits but never
+leaves a torn state, and re-reading after such a loss stays consistent because offsets and
+counters roll back together.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import sqlite3
+from collections.abc import Iterator
+from pathlib import Path
+
+from monitor.errors import StateError
+
+log = logging.getLogger(__name__)
+
+STATE_FILE_NAME = "inferwatch.db"
+_APPLICATION_ID = 0x69776174  # "iwat": marks the file as ours
+
+# Each entry moves the schema from version i to i+1; never edit one that has shipped.
+MIGRATIONS: tuple[str, ...] = (
+    """
+    CREATE TABLE sources (
+        name TEXT PRIMARY KEY,
+        first_seen REAL NOT NULL
+    );
+    CREATE TABLE file_offsets (
+        source TEXT NOT NULL,
+        dev INTEGER NOT NULL,
+        ino INTEGER NOT NULL,
+        path TEXT NOT NULL,
+        offset INTEGER NOT NULL,
+        fp_len INTEGER NOT NULL,
+        fp_crc INTEGER NOT NULL,
+        tail_len INTEGER NOT NULL,
+        tail_crc INTEGER NOT NULL,
+        last_seen REAL NOT NULL,
+        PRIMARY KEY (source, dev, ino)
+    );
+    CREATE TABLE counters (
+        family TEXT NOT NULL,
+        labels TEXT NOT NULL,
+        kind TEXT NOT NULL CHECK (kind IN ('counter', 'histogram')),
+        value REAL NOT NULL,
+        buckets TEXT,
+        PRIMARY KEY (family, labels)
+    );
+    """,
+)
+
+
+def _remedy(path: Path) -> str:
+    return (
+        f"inferwatch will not start on it, because starting fresh re-reads every log from "
+        f"the beginning and double-counts. If you accept that, move {path} aside (and its "
+        f"-wal and -shm files) and start again."
+    )
+
+
+class StateStore:
+    """The open state file. Use `transaction()` for every write."""
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+        self.path = directory / STATE_FILE_NAME
+        try:
+            directory.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise StateError(f"cannot create state directory {directory}: {exc}") from exc
+        if not self.path.exists():
+            self._create()
+        self._conn = self._open_existing()
+
+    @property
+    def connection(self) -> sqlite3.Connection:
+        return self._conn
+
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[sqlite3.Cursor]:
+        """One atomic write: everything inside commits together or not at all."""
+        cursor = self._conn.cursor()
+        cursor.execute("BEGIN IMMEDIATE")
+        try:
+            yield cursor
+        except BaseException:
+            self._conn.rollback()
+            raise
+        else:
+            self._conn.commit()
+        finally:
+            cursor.close()
+
+    def close(self) -> None:
+        self._conn.close()
+
+    def _create(self) -> None:
+        temporary = self.path.with_name(self.path.name + ".creating")
+        for leftover in (temporary, Path(f"{temporary}-wal"), Path(f"{temporary}-shm")):
+            leftover.unlink(missing_ok=True)
+        try:
+            conn = sqlite3.connect(temporary, isolation_level=None)
+            try:
+                conn.execute(f"PRAGMA application_id = {_APPLICATION_ID}")
+                self._migrate(conn, 0)
+                conn.execute("PRAGMA journal_mode = WAL")
+            finally:
+                conn.close()
+            temporary.replace(self.path)
+            _fsync_directory(self.directory)
+        except (OSError, sqlite3.Error) as exc:
+            raise StateError(f"cannot create state file {self.path}: {exc}") from exc
+        log.info("created state file %s", self.path)
+
+    def _open_existing(self) -> sqlite3.Connection:
+        try:
+            size = self.path.stat().st_size
+        except OSError as exc:
+            raise StateError(f"cannot read state file {self.path}: {exc}") from exc
+        if size == 0:
+            raise StateError(f"state file {self.path} is empty. {_remedy(self.path)}")
+        try:
+            conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        except sqlite3.Error as exc:
+            raise StateError(f"cannot open state file {self.path}: {exc}") from exc
+        try:
+            version = self._check_identity(conn)
+            conn.execute("PRAGMA journal_mode = WAL")
+            conn.execute("PRAGMA synchronous = NORMAL")
+            if version < len(MIGRATIONS):
+                self._migrate(conn, version)
+        except sqlite3.DatabaseError as exc:
+            conn.close()
+            raise StateError(
+                f"state file {self.path} is not a usable database ({exc}). {_remedy(self.path)}"
+            ) from exc
+        except StateError:
+            conn.close()
+            raise
+        return conn
+
+    def _check_identity(self, conn: sqlite3.Connection) -> int:
+        """The schema version of a file that is ours, intact and not from the future."""
+        (app_id,) = conn.execute("PRAGMA application_id").fetchone()
+        if app_id != _APPLICATION_ID:
+            raise StateError(
+                f"state file {self.path} is an SQLite file that inferwatch did not create. "
+                f"{_remedy(self.path)}"
+            )
+        (version,) = conn.execute("PRAGMA user_version").fetchone()
+        if version > len(MIGRATIONS):
+            raise StateError(
+                f"state file {self.path} has schema version {version}, newer than this "
+                f"inferwatch understands ({len(MIGRATIONS)}); run the newer version"
+            )
+        (check,) = conn.execute("PRAGMA quick_check(1)").fetchone()
+        if check != "ok":
+            raise StateError(f"state file {self.path} is damaged ({check}). {_remedy(self.path)}")
+        return int(version)
+
+    @staticmethod
+    def _migrate(conn: sqlite3.Connection, current: int) -> None:
+        for version in range(current, len(MIGRATIONS)):
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                for statement in _statements(MIGRATIONS[version]):
+                    conn.execute(statement)
+                conn.execute(f"PRAGMA user_version = {version + 1}")
+            except BaseException:
+                conn.rollback()
+                raise
+            conn.commit()
+            log.info("state schema migrated to version %d", version + 1)
+
+
+def _statements(script: str) -> list[str]:
+    return [s.strip() for s in script.split(";") if s.strip()]
+
+
+def _fsync_directory(directory: Path) -> None:
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
