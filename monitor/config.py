@@ -128,7 +128,7 @@ def _yaml_error(exc: yaml.MarkedYAMLError, file: str) -> ConfigError:
 
 
 def _key_of(loader: _ConfigYamlLoader, key_node: yaml.Node) -> Any:
-    if not isinstance(key_node, yaml.ScalarNode):
+    if not isinstance(key_node, yaml.ScalarNode) or key_node.tag == _MERGE_TAG:
         return _NOT_A_KEY
     return loader.construct_object(key_node)
 
@@ -144,7 +144,7 @@ def _index_lines(loader: _ConfigYamlLoader, node: yaml.Node, path: KeyPath,
         first_seen: dict[Any, int] = {}
         for key_node, _ in node.value:
             key = _key_of(loader, key_node)
-            if key_node.tag == _MERGE_TAG or key is _NOT_A_KEY:
+            if key is _NOT_A_KEY:
                 continue
             line = key_node.start_mark.line + 1
             if key in first_seen:
@@ -318,6 +318,10 @@ def _describe(error: ErrorDetails, path: KeyPath) -> str:
         return "must not be empty"
     if kind in ("model_type", "model_attributes_type", "dict_type"):
         return f"must be a mapping{got}"
+    if kind == "path_type":
+        return f"must be a file path{got}"
+    if kind == "invalid_key":
+        return f"unknown key {key!r}: keys must be text"
     if kind in ("list_type", "tuple_type"):
         return f"must be a list{got}"
     if kind == "string_type" and isinstance(error["input"], int | float):

@@ -113,6 +113,8 @@ def _to_seconds(value: object) -> float:
     if isinstance(value, int | float):
         if value == 0:
             return 0.0
+        if value < 0:
+            raise config_problem((), "a duration cannot be negative")
         raise ValueError(f"a bare number is not a duration: add a unit, e.g. {value}s")
     return parse_duration(value.strip())
 
@@ -306,6 +308,8 @@ def read_secret_file(path: Path, key: str) -> str:
 class ConfigModel(BaseModel):
     """Frozen, unknown keys forbidden; resolves the `X_file` twin of every `secret_fields` X.
 
+    A section given as null (a key with nothing under it) takes its defaults.
+
     After validation `X` holds the secret whichever way it was given, and `X_file` the path
     it was read from (or None).
     """
@@ -317,6 +321,8 @@ class ConfigModel(BaseModel):
     @model_validator(mode="before")
     @classmethod
     def _read_secret_files(cls, data: Any, info: ValidationInfo) -> Any:
+        if data is None:
+            return {}  # a section left empty (`server:`) takes its defaults, as in Prometheus
         if not cls.secret_fields or not isinstance(data, dict):
             return data
         resolved = dict(data)

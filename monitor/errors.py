@@ -2,9 +2,10 @@
 
     InferwatchError                 base of every error this package raises on purpose
     ├── ConfigError                 a configuration file is invalid (names file, line, key)
-    ├── StateError                  the SQLite state file is unusable (corrupt, foreign, too new)
     ├── UsageError                  a command line is invalid
-    └── SourceError                 a log source cannot be read as configured
+    └── RuntimeFailure              the daemon cannot run here (exit status 1)
+        ├── StateError              the SQLite state file is unusable (corrupt, foreign, too new)
+        └── StartupError            e.g. the listen address is taken
 
 Third-party errors are wrapped where they enter (`raise ConfigError(...) from exc`), so
 callers only ever catch this tree. The CLI prints `str(error)` as one line and exits with the
@@ -48,13 +49,19 @@ class ConfigError(InferwatchError):
         return f"{where}{key}{self.message}"
 
 
-class StateError(InferwatchError):
-    """The state file cannot be used; the daemon refuses to start rather than re-read logs."""
-
-
 class UsageError(InferwatchError):
     """A command line that cannot be carried out as given."""
 
 
-class SourceError(InferwatchError):
-    """A log source that cannot be read as configured."""
+class RuntimeFailure(InferwatchError):
+    """Not the user's input but the environment: exit status 1, so systemd restarts it."""
+
+    exit_code = 1
+
+
+class StateError(RuntimeFailure):
+    """The state file cannot be used; the daemon refuses to start rather than re-read logs."""
+
+
+class StartupError(RuntimeFailure):
+    """Something the daemon needs at start-up is unavailable (an address in use, …)."""

@@ -194,6 +194,7 @@ class IngestService:
                 if chunk is None:
                     break
                 pipeline.process(chunk, tracked.path)
+                self.last_tick = self.clock.monotonic()  # progress, for the watchdog
                 if self._pending_lines() >= self.ingest.checkpoint_lines:
                     self._checkpoint()
                 await asyncio.sleep(0)  # let the HTTP server and timers run during catch-up

@@ -1,0 +1,1 @@
+"""The HTTP API: /metrics, /-/ lifecycle endpoints, and (later) the Prometheus-compatible API."""

@@ -1,0 +1,104 @@
+"""The `inferwatch` command line: argument parsing and dispatch, no logic of its own.
+
+Exit codes: 0 ok, 1 a check/test failed or the daemon crashed, 2 usage or configuration
+error. Errors print one line to stderr; tracebacks only for bugs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from monitor import __version__
+from monitor.errors import InferwatchError
+from monitor.logsetup import configure_logging
+from monitor.units import parse_duration
+
+DEFAULT_CONFIG = "/etc/inferwatch/inferwatch.yml"
+
+
+def _duration(text: str) -> float:
+    try:
+        return parse_duration(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _default_config_path() -> str:
+    return os.environ.get("INFERWATCH_CONFIG", DEFAULT_CONFIG)
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from monitor.config import load_config  # noqa: PLC0415 - keep `--help` fast
+    from monitor.daemon import Daemon  # noqa: PLC0415
+
+    path = Path(args.config)
+    config = load_config(path)
+    return asyncio.run(Daemon(config, config_path=path).run())
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from monitor.demo.runner import run_demo  # noqa: PLC0415
+
+    return asyncio.run(run_demo(directory=Path(args.dir).resolve(), duration=args.duration,
+                                listen=args.listen))
+
+
+def cmd_check_config(args: argparse.Namespace) -> int:
+    from monitor.config import load_config  # noqa: PLC0415
+
+    config = load_config(args.path)
+    print(f"{args.path}: OK ({len(config.sources)} source(s), "
+          f"{len(config.notify.receivers)} receiver(s))")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="inferwatch",
+        description="Monitoring daemon for LLM inference hosts: log-derived request metrics, "
+                    "host and GPU sampling, rules, SLOs, token cost and alert delivery.",
+    )
+    parser.add_argument("--version", action="version", version=f"inferwatch {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log debug detail")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    run = commands.add_parser("run", help="run the daemon in the foreground")
+    run.add_argument("--config", default=_default_config_path(),
+                     help=f"config file (default $INFERWATCH_CONFIG or {DEFAULT_CONFIG})")
+    run.set_defaults(handler=cmd_run)
+
+    demo = commands.add_parser(
+        "demo", help="synthetic inference + API traffic with scripted incidents, monitored by "
+                     "the daemon on embedded defaults")
+    demo.add_argument("--duration", type=_duration, default=600.0,
+                      help="how long to run (Prometheus duration, default 10m)")
+    demo.add_argument("--dir", default="var/demo",
+                      help="where logs and state go (default ./var/demo)")
+    demo.add_argument("--listen", default="127.0.0.1:9464", help="HTTP address of the daemon")
+    demo.set_defaults(handler=cmd_demo)
+
+    check = commands.add_parser("check", help="validate configuration")
+    check_what = check.add_subparsers(dest="what", metavar="WHAT", required=True)
+    check_config = check_what.add_parser("config", help="validate a config file")
+    check_config.add_argument("path")
+    check_config.set_defaults(handler=cmd_check_config)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    configure_logging(args.verbose)
+    handler: Callable[[argparse.Namespace], int] = args.handler
+    try:
+        return handler(args)
+    except InferwatchError as exc:
+        print(f"inferwatch: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        return 130

@@ -1,0 +1,280 @@
+"""The daemon's lifecycle: start, readiness, SIGHUP reload, SIGTERM drain, sd_notify, watchdog.
+
+`Daemon` is an async context manager with an explicit run state. Entering it opens the state
+file, restores counters, binds the HTTP server and starts ingestion; leaving it stops
+ingestion (which commits its last checkpoint), the scheduler and the server, and closes the
+state file. `run()` adds signal handling and waits for a stop or a crash, and logs which of the
+two it was.
+
+systemd sees READY=1 once the server listens (readiness for traffic is `/-/ready`, after the
+first catch-up), RELOADING=1 … READY=1 around a reload, STOPPING=1 on the way out, and
+WATCHDOG=1 only while the ingestion loop is making progress, so a wedged loop gets restarted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import resource
+import signal
+from collections.abc import Callable
+from enum import Enum
+from pathlib import Path
+from types import TracebackType
+
+from aiohttp import web
+from apscheduler.schedulers.asyncio import AsyncIOScheduler
+
+from monitor import __version__
+from monitor.api.app import TokenHolder, create_app
+from monitor.clock import Clock, SystemClock
+from monitor.config import Config, load_config
+from monitor.errors import ConfigError, StartupError
+from monitor.ingest.checkpoint import restore_counters
+from monitor.ingest.service import IngestService
+from monitor.ingest.watch import ChangeWatcher, make_watcher
+from monitor.metrics import families as fam
+from monitor.metrics.exposition import Exposition
+from monitor.metrics.store import MetricStore
+from monitor.sdnotify import SystemdNotifier
+from monitor.storage import StateStore
+
+log = logging.getLogger(__name__)
+
+PRUNE_EVERY_S = 3600.0
+# The ingest loop ticks at least every rescan interval and after every chunk it reads; a loop
+# silent for this long (beyond its own interval) is wedged.
+STALL_GRACE_S = 60.0
+
+
+class RunState(Enum):
+    NEW = "new"
+    STARTING = "starting"
+    RUNNING = "running"
+    RELOADING = "reloading"
+    STOPPING = "stopping"
+    STOPPED = "stopped"
+    CRASHED = "crashed"
+
+
+def _raise_open_file_limit() -> None:
+    """Hold one descriptor per log file: lift the soft limit toward the hard one."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    wanted = 65536 if hard == resource.RLIM_INFINITY else min(hard, 65536)
+    if soft != resource.RLIM_INFINITY and soft < wanted:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
+
+
+class Daemon:
+    """One running inferwatch."""
+
+    def __init__(
+        self,
+        config: Config,
+        *,
+        config_path: Path | None = None,
+        clock: Clock | None = None,
+        notifier: SystemdNotifier | None = None,
+        config_loader: Callable[[Path], Config] = load_config,
+        watcher_factory: Callable[[bool], ChangeWatcher] = make_watcher,
+    ) -> None:
+        self.config = config
+        self.config_path = config_path
+        self.clock = clock or SystemClock()
+        self.notifier = notifier or SystemdNotifier()
+        self._load = config_loader
+        self._watcher_factory = watcher_factory
+        self.state = RunState.NEW
+        self.token = TokenHolder(self._bearer_token(config))
+        self.store = MetricStore(config.namespace, config.metrics.series_limit)
+        self._stop = asyncio.Event()
+        self._ingest_stop = asyncio.Event()
+        self._tasks: list[asyncio.Task[None]] = []
+        self._reload_lock = asyncio.Lock()
+        self._state_store: StateStore | None = None
+        self._runner: web.AppRunner | None = None
+        self._scheduler: AsyncIOScheduler | None = None
+        self.ingest: IngestService | None = None
+        self.listen_url = ""
+
+    @staticmethod
+    def _bearer_token(config: Config) -> str | None:
+        secret = config.server.bearer_token
+        return secret.get_secret_value() if secret is not None else None
+
+    # -- lifecycle ------------------------------------------------------------------------------
+
+    async def __aenter__(self) -> Daemon:
+        await self.start()
+        return self
+
+    async def __aexit__(self, exc_type: type[BaseException] | None,
+                        exc: BaseException | None, tb: TracebackType | None) -> None:
+        await self.stop()
+
+    async def start(self) -> None:
+        self.state = RunState.STARTING
+        _raise_open_file_limit()
+        self._state_store = StateStore(self.config.storage.path)
+        try:
+            restored = restore_counters(self._state_store, self.store)
+            build = self.store.register(fam.BUILD_INFO)
+            build.set(build.key((__version__,)), 1.0)
+            self.ingest = IngestService(
+                sources=self.config.sources, ingest=self.config.ingest,
+                metrics=self.config.metrics, state=self._state_store, store=self.store,
+                clock=self.clock, watcher_factory=self._watcher_factory,
+            )
+            await self._start_http()
+        except BaseException:
+            self._state_store.close()
+            self._state_store = None
+            raise
+        self._tasks.append(asyncio.create_task(self._run_ingest(), name="ingest"))
+        self._start_scheduler()
+        self.state = RunState.RUNNING
+        log.info("inferwatch %s started: %d persisted series restored, %d source(s), "
+                 "listening on %s", __version__, restored, len(self.config.sources),
+                 self.listen_url)
+        self.notifier.ready(status=f"listening on {self.listen_url}")
+
+    async def _start_http(self) -> None:
+        server = self.config.server
+        app = create_app(exposition=Exposition(self.store), control=self, token=self.token)
+        self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, server.listen_host, server.listen_port,
+                           reuse_address=True)
+        try:
+            await site.start()
+        except OSError as exc:
+            await self._runner.cleanup()
+            self._runner = None
+            raise StartupError(f"cannot listen on {server.listen}: {exc.strerror or exc}") \
+                from exc
+        host = server.listen_host
+        self.listen_url = f"http://{f'[{host}]' if ':' in host else host}:{server.listen_port}"
+
+    def _start_scheduler(self) -> None:
+        scheduler = AsyncIOScheduler(event_loop=asyncio.get_running_loop())
+        interval = self.notifier.watchdog_interval()
+        if interval is not None:
+            scheduler.add_job(self._watchdog, "interval", seconds=interval, max_instances=1,
+                              coalesce=True, id="watchdog")
+        scheduler.add_job(self._prune, "interval", seconds=PRUNE_EVERY_S, max_instances=1,
+                          coalesce=True, id="prune-offsets")
+        scheduler.start()
+        self._scheduler = scheduler
+
+    async def _run_ingest(self) -> None:
+        assert self.ingest is not None
+        try:
+            await self.ingest.run(self._ingest_stop)
+        except Exception:
+            log.exception("ingestion crashed")
+            self.state = RunState.CRASHED
+            self._stop.set()
+            raise
+
+    def request_stop(self) -> None:
+        self._stop.set()
+
+    async def wait(self) -> None:
+        await self._stop.wait()
+
+    async def stop(self) -> None:
+        """Drain: stop ingesting (committing the last checkpoint), then everything else."""
+        crashed = self.state is RunState.CRASHED
+        if self.state in (RunState.STOPPED, RunState.NEW):
+            return
+        self.state = RunState.STOPPING
+        self.notifier.stopping()
+        self._ingest_stop.set()
+        for task in self._tasks:
+            with contextlib.suppress(Exception, asyncio.CancelledError):
+                await task
+        self._tasks.clear()
+        if self._scheduler is not None:
+            self._scheduler.shutdown(wait=False)
+            self._scheduler = None
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+        if self._state_store is not None:
+            self._state_store.close()
+            self._state_store = None
+        self.state = RunState.CRASHED if crashed else RunState.STOPPED
+        log.info("inferwatch %s", "crashed" if crashed else "stopped")
+
+    async def run(self) -> int:
+        """Start, serve until SIGTERM/SIGINT (SIGHUP reloads), stop; the exit status."""
+        loop = asyncio.get_running_loop()
+        await self.start()
+        loop.add_signal_handler(signal.SIGTERM, self.request_stop)
+        loop.add_signal_handler(signal.SIGINT, self.request_stop)
+        loop.add_signal_handler(signal.SIGHUP, lambda: asyncio.ensure_future(self.reload()))
+        try:
+            await self.wait()
+        finally:
+            for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+                loop.remove_signal_handler(sig)
+            await self.stop()
+        return 1 if self.state is RunState.CRASHED else 0
+
+    # -- control (used by the HTTP API) ---------------------------------------------------------
+
+    def is_ready(self) -> bool:
+        return self.ingest is not None and self.ingest.is_ready()
+
+    def sources_catching_up(self) -> list[str]:
+        return self.ingest.sources_catching_up() if self.ingest is not None else ["(starting)"]
+
+    async def reload(self) -> str | None:
+        """Re-read the config file; an invalid one is logged and the running one kept."""
+        if self.config_path is None:
+            return "no configuration file to reload (running on embedded defaults)"
+        async with self._reload_lock:
+            self.state = RunState.RELOADING
+            self.notifier.reloading(status="reloading configuration")
+            try:
+                new = self._load(self.config_path)
+            except ConfigError as exc:
+                log.error("reload failed, keeping the running configuration: %s", exc)
+                self.state = RunState.RUNNING
+                self.notifier.ready(status="reload failed; running the previous configuration")
+                return str(exc)
+            self._apply(new)
+            self.state = RunState.RUNNING
+            self.notifier.ready(status=f"listening on {self.listen_url}")
+            log.info("configuration reloaded from %s", self.config_path)
+            return None
+
+    def _apply(self, new: Config) -> None:
+        old = self.config
+        for section in ("namespace", "storage", "metrics", "ingest"):
+            if getattr(new, section) != getattr(old, section):
+                log.warning("reload: %s changed; restart inferwatch to apply it", section)
+        if new.server.listen != old.server.listen:
+            log.warning("reload: server.listen changed; restart inferwatch to apply it")
+        self.token.token = self._bearer_token(new)
+        if self.ingest is not None and new.sources != old.sources:
+            self.ingest.reconfigure(new.sources)
+        self.config = new
+
+    # -- periodic jobs --------------------------------------------------------------------------
+
+    async def _watchdog(self) -> None:
+        assert self.ingest is not None
+        silent_for = self.clock.monotonic() - self.ingest.last_tick
+        if silent_for <= self.config.ingest.rescan_interval + STALL_GRACE_S:
+            self.notifier.watchdog()
+        else:
+            log.error("ingestion loop silent for %.0f s; withholding the watchdog ping",
+                      silent_for)
+
+    async def _prune(self) -> None:
+        assert self.ingest is not None
+        pruned = self.ingest.prune()
+        if pruned:
+            log.info("forgot the positions of %d file(s) closed and unseen for a week", pruned)
