@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import os
 import zlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from enum import Enum
 
 FINGERPRINT_BYTES = 4096
@@ -79,7 +79,11 @@ class TrackedFile:
     last_seen: float = 0.0  # wall time last seen at a path (or open, when rotated)
     deferred_since: float = 0.0
     dirty: bool = True  # position changed since the last checkpoint
-    drained: bool = field(default=False)
+    exhausted_at: int = -1  # size at which the last read found no complete line
+
+    def caught_up(self) -> bool:
+        """Nothing complete left to read: at the end, or only a partial last line remains."""
+        return self.offset >= self.size or self.exhausted_at == self.size
 
     def checkpoint(self) -> FileCheckpoint:
         return FileCheckpoint(
@@ -159,6 +163,7 @@ class TrackedFile:
         start = self.scan_pos if self.skipping else self.offset
         data = os.pread(self.fd, max(READ_CHUNK_BYTES, max_line_bytes + 1), start)
         if not data:
+            self.exhausted_at = self.size
             return None
         if self.skipping:
             return self._continue_skip(data, start)
@@ -168,6 +173,7 @@ class TrackedFile:
                 self.skipping = True
                 self.scan_pos = start + len(data)
                 return LineChunk([], 0, self.offset)
+            self.exhausted_at = self.size
             return None  # a partial line: wait for its newline
         block = data[: last_newline + 1]
         lines = block.split(b"\n")

@@ -355,7 +355,7 @@ class RotationAwareTailer:
     def caught_up(self) -> bool:
         """Whether every open file has been read to the size seen at its last check."""
         return self._scanned and all(
-            f.offset >= f.size or f.role is FileRole.DEFERRED for f in self.files.values()
+            f.caught_up() or f.role is FileRole.DEFERRED for f in self.files.values()
         )
 
     def close(self) -> None:

@@ -1,0 +1,13 @@
+"""The shipped example configuration stays valid."""
+
+from pathlib import Path
+
+from monitor.config import load_config
+
+EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
+
+
+def test_example_config_validates() -> None:
+    config = load_config(EXAMPLES / "inferwatch.yml")
+    assert [s.name for s in config.sources] == ["inference", "api"]
+    assert config.server.listens_on_loopback
