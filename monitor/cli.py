@@ -49,9 +49,15 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_check_config(args: argparse.Namespace) -> int:
+    """Exit 1 when the file is invalid: a failed check, as SPEC §3 says for this command."""
     from monitor.config import load_config  # noqa: PLC0415
+    from monitor.errors import ConfigError  # noqa: PLC0415
 
-    config = load_config(args.path)
+    try:
+        config = load_config(args.path)
+    except ConfigError as exc:
+        print(f"inferwatch: {exc}", file=sys.stderr)
+        return 1
     print(f"{args.path}: OK ({len(config.sources)} source(s), "
           f"{len(config.notify.receivers)} receiver(s))")
     return 0

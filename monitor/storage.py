@@ -64,7 +64,7 @@ MIGRATIONS: tuple[str, ...] = (
 )
 
 
-def _remedy(path: Path) -> str:
+def remedy(path: Path) -> str:
     return (
         f"inferwatch will not start on it, because starting fresh re-reads every log from "
         f"the beginning and double-counts. If you accept that, move {path} aside (and its "
@@ -132,7 +132,7 @@ class StateStore:
         except OSError as exc:
             raise StateError(f"cannot read state file {self.path}: {exc}") from exc
         if size == 0:
-            raise StateError(f"state file {self.path} is empty. {_remedy(self.path)}")
+            raise StateError(f"state file {self.path} is empty. {remedy(self.path)}")
         try:
             conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
         except sqlite3.Error as exc:
@@ -146,7 +146,7 @@ class StateStore:
         except sqlite3.DatabaseError as exc:
             conn.close()
             raise StateError(
-                f"state file {self.path} is not a usable database ({exc}). {_remedy(self.path)}"
+                f"state file {self.path} is not a usable database ({exc}). {remedy(self.path)}"
             ) from exc
         except StateError:
             conn.close()
@@ -158,8 +158,9 @@ class StateStore:
         (app_id,) = conn.execute("PRAGMA application_id").fetchone()
         if app_id != _APPLICATION_ID:
             raise StateError(
-                f"state file {self.path} is an SQLite file that inferwatch did not create. "
-                f"{_remedy(self.path)}"
+                f"state file {self.path} is not an inferwatch state file (its header lacks "
+                f"inferwatch's application id: damaged, or another program's database). "
+                f"{remedy(self.path)}"
             )
         (version,) = conn.execute("PRAGMA user_version").fetchone()
         if version > len(MIGRATIONS):
@@ -169,7 +170,9 @@ class StateStore:
             )
         (check,) = conn.execute("PRAGMA quick_check(1)").fetchone()
         if check != "ok":
-            raise StateError(f"state file {self.path} is damaged ({check}). {_remedy(self.path)}")
+            detail = " ".join(str(check).split())  # SQLite's report spans lines; ours is one
+            raise StateError(f"state file {self.path} is damaged ({detail}). "
+                             f"{remedy(self.path)}")
         return int(version)
 
     @staticmethod

@@ -383,7 +383,7 @@ def generate_api_usage(
             duration_ms=duration_ms,
             input_tokens=prompt_tokens,
             output_tokens=completion,
-            reasoning_tokens=reasoning,
+            reasoning_tokens=0,  # the flat shape has no field for them
             reported_cost=cost,
         )
 

@@ -16,6 +16,7 @@ from collections.abc import Iterable, Sequence
 import orjson
 
 from monitor.clock import Clock
+from monitor.errors import StateError
 from monitor.ingest.files import FileCheckpoint, FileIdentity
 from monitor.ingest.pipeline import SourcePipeline
 from monitor.ingest.tailer import RotationAwareTailer
@@ -28,7 +29,7 @@ from monitor.metrics.store import (
     MetricStore,
     Series,
 )
-from monitor.storage import StateStore
+from monitor.storage import StateStore, remedy
 
 log = logging.getLogger(__name__)
 
@@ -46,18 +47,32 @@ def restore_counters(state: StateStore, store: MetricStore) -> int:
     rows = state.connection.execute("SELECT family, labels, kind, value, buckets FROM counters")
     restored = 0
     for family, labels, kind, value, buckets in rows:
-        series: Series
-        if kind == "counter":
-            series = CounterSeries(float(value))
-        else:
-            counts = [int(c) for c in orjson.loads(buckets)]
-            series = HistogramSeries(len(counts) - 1)
-            series.counts = counts
-            series.count = sum(counts)
-            series.sum = float(value)
-        store.restore(family, _decode_labels(labels), series)
+        try:
+            series = _decode_series(kind, value, buckets)
+            key = _decode_labels(labels)
+        except (orjson.JSONDecodeError, TypeError, ValueError) as exc:
+            raise StateError(
+                f"state file {state.path} holds an unreadable counter row for {family} "
+                f"({exc}). {remedy(state.path)}"
+            ) from exc
+        store.restore(family, key, series)
         restored += 1
     return restored
+
+
+def _decode_series(kind: str, value: float, buckets: str | None) -> Series:
+    if kind == "counter":
+        return CounterSeries(float(value))
+    if buckets is None:
+        raise ValueError("a histogram row without buckets")
+    counts = [int(c) for c in orjson.loads(buckets)]
+    if not counts or any(c < 0 for c in counts):
+        raise ValueError("histogram buckets must be non-negative counts")
+    series = HistogramSeries(len(counts) - 1)
+    series.counts = counts
+    series.count = sum(counts)
+    series.sum = float(value)
+    return series
 
 
 def load_file_checkpoints(state: StateStore, source: str) -> list[FileCheckpoint]:

@@ -78,6 +78,7 @@ class TrackedFile:
     last_growth: float = 0.0  # monotonic time the file last had new data
     last_seen: float = 0.0  # wall time last seen at a path (or open, when rotated)
     deferred_since: float = 0.0
+    deferred_first: float = 0.0  # when it was first deferred: bounds the wait for a copy
     dirty: bool = True  # position changed since the last checkpoint
     exhausted_at: int = -1  # size at which the last read found no complete line
 
@@ -221,11 +222,15 @@ class TrackedFile:
         self.tail = os.pread(self.fd, length, self.offset - length)
 
 
-def last_line_end(fd: int, size: int, limit: int) -> int:
-    """The offset just after the last newline before `size` (0 if none within `limit`)."""
+def last_line_end(fd: int, size: int) -> int:
+    """The offset just after the last newline before `size` (0 if there is none).
+
+    Not bounded by max_line_bytes: a partial last line longer than that must not send
+    start_at=end back to byte 0 (it is skipped as oversized once its newline arrives).
+    """
     position = size
     block = 64 * 1024
-    while position > 0 and size - position < limit:
+    while position > 0:
         start = max(0, position - block)
         data = os.pread(fd, position - start, start)
         newline = data.rfind(b"\n")

@@ -16,9 +16,8 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import orjson
-
 from monitor.clock import Clock
+from monitor.ingest.decoders import LineDecoder, decode_object
 from monitor.ingest.events import RequestEvent
 from monitor.ingest.files import LineChunk
 from monitor.ingest.schemas import MalformedLine, Schema, path_getter
@@ -27,8 +26,6 @@ from monitor.metrics.store import MetricFamily, MetricStore
 
 log = logging.getLogger(__name__)
 
-_loads = orjson.loads
-_JSONDecodeError = orjson.JSONDecodeError
 _MALFORMED_LOG_INTERVAL_S = 60.0
 
 
@@ -59,41 +56,58 @@ class RequestBatch:
     def __init__(self) -> None:
         self.by_key: dict[tuple[str, str, str], RequestAccumulator] = {}
 
-    def add(self, event: RequestEvent, user_label: bool) -> None:
+    def add(
+        self,
+        event: RequestEvent,
+        user_label: bool,
+        # Bound once as defaults: this runs for every line, and global lookups add up.
+        _bisect: Callable[[Sequence[float], float], int] = bisect_left,
+        _duration_bounds: tuple[float, ...] = fam.DURATION_BUCKETS,
+        _ttft_bounds: tuple[float, ...] = fam.TTFT_BUCKETS,
+        _tps_bounds: tuple[float, ...] = fam.TOKENS_PER_SECOND_BUCKETS,
+        _input_bounds: tuple[float, ...] = fam.INPUT_TOKEN_BUCKETS,
+    ) -> None:
         key = (event.service, event.model, (event.user or "") if user_label else "")
         acc = self.by_key.get(key)
         if acc is None:
             acc = self.by_key[key] = RequestAccumulator()
-        if event.error_class is None:
+        error_class = event.error_class
+        if error_class is None:
             acc.success += 1
         else:
-            acc.errors[event.error_class] = acc.errors.get(event.error_class, 0) + 1
-        if event.duration is not None:
+            acc.errors[error_class] = acc.errors.get(error_class, 0) + 1
+        value = event.duration
+        if value is not None:
             hist = acc.duration
-            hist[bisect_left(fam.DURATION_BUCKETS, event.duration)] += 1
-            hist[-1] += event.duration
-        if event.ttft is not None:
+            hist[_bisect(_duration_bounds, value)] += 1
+            hist[-1] += value
+        value = event.ttft
+        if value is not None:
             hist = acc.ttft
-            hist[bisect_left(fam.TTFT_BUCKETS, event.ttft)] += 1
-            hist[-1] += event.ttft
-        if event.throughput is not None:
+            hist[_bisect(_ttft_bounds, value)] += 1
+            hist[-1] += value
+        value = event.throughput
+        if value is not None and error_class is None:  # a failed request has no speed
             hist = acc.tps
-            hist[bisect_left(fam.TOKENS_PER_SECOND_BUCKETS, event.throughput)] += 1
-            hist[-1] += event.throughput
+            hist[_bisect(_tps_bounds, value)] += 1
+            hist[-1] += value
         tokens = event.input_tokens
         if tokens is not None:
             hist = acc.input_hist
-            hist[bisect_left(fam.INPUT_TOKEN_BUCKETS, tokens)] += 1
+            hist[_bisect(_input_bounds, tokens)] += 1
             hist[-1] += tokens
-        if event.cache_hit_tokens is not None or event.cache_miss_tokens is not None:
-            acc.input_hit += event.cache_hit_tokens or 0
-            acc.input_miss += event.cache_miss_tokens or 0
+        hit, miss = event.cache_hit_tokens, event.cache_miss_tokens
+        if hit is not None or miss is not None:
+            acc.input_hit += hit or 0
+            acc.input_miss += miss or 0
         elif tokens is not None:
             acc.input_unknown += tokens
-        if event.output_tokens is not None:
-            acc.output += event.output_tokens
-        if event.reasoning_tokens is not None:
-            acc.reasoning += event.reasoning_tokens
+        tokens = event.output_tokens
+        if tokens is not None:
+            acc.output += tokens
+        tokens = event.reasoning_tokens
+        if tokens is not None:
+            acc.reasoning += tokens
 
 
 @dataclass
@@ -140,6 +154,7 @@ class SourcePipeline:
         name: str,
         schema: Schema,
         store: MetricStore,
+        fast_decoder: LineDecoder | None = None,
         clock: Clock,
         static_labels: Mapping[str, str] | None = None,
         line_filter: LineFilter | None = None,
@@ -147,6 +162,8 @@ class SourcePipeline:
     ) -> None:
         self.name = name
         self.schema = schema
+        # The typed decoder decides most lines without a dict; a filter needs the dict.
+        self._fast_decoder = fast_decoder if line_filter is None else None
         self.clock = clock
         self.line_filter = line_filter
         self.user_label = user_label
@@ -159,40 +176,71 @@ class SourcePipeline:
         self.pending_lines = 0
         self._families = {spec.name: store.register(spec)
                           for spec in (*fam.REQUEST_FAMILIES, fam.LOG_LINES)}
+        self._blank_lines = 0
         self._last_malformed_log = float("-inf")
         self._malformed_since_log = 0
 
     def process(self, chunk: LineChunk, where: str) -> int:
         """Decode and accumulate one chunk; returns the number of lines it held."""
         counts = self.counts
-        batch = self.batch
-        schema = self.schema
-        line_filter = self.line_filter
-        user_label = self.user_label
+        before = counts.malformed + counts.filtered
         counts.oversized += chunk.oversized
-        for line in chunk.lines:
-            try:
-                obj = _loads(line)
-            except _JSONDecodeError as exc:
-                if line.strip():  # blank lines are not requests, nor mistakes
-                    self._malformed(where, f"not JSON ({exc})")
-                continue
-            if type(obj) is not dict:
-                self._malformed(where, f"a JSON {type(obj).__name__}, not an object")
-                continue
-            if line_filter is not None and not line_filter(obj):
-                counts.filtered += 1
-                continue
-            try:
-                event = schema(obj)
-            except MalformedLine as exc:
-                self._malformed(where, str(exc))
-                continue
-            batch.add(event, user_label)
-            counts.parsed += 1
-        handled = len(chunk.lines) + chunk.oversized
+        if self._fast_decoder is not None:
+            self._process_fast(chunk.lines, self._fast_decoder, where)
+        else:
+            self._process_objects(chunk.lines, where)
+        lines = len(chunk.lines)
+        counts.parsed += lines - (counts.malformed + counts.filtered - before) - (
+            self._blank_lines)
+        self._blank_lines = 0
+        handled = lines + chunk.oversized
         self.pending_lines += handled
         return handled
+
+    def _process_fast(self, lines: list[bytes], decode: LineDecoder, where: str) -> None:
+        add = self.batch.add
+        user_label = self.user_label
+        for line in lines:
+            try:
+                event = decode(line)
+            except MalformedLine as exc:
+                self._reject(line, where, str(exc))
+                continue
+            except Exception as exc:  # a parser bug must cost one line, never the loop
+                self._parser_bug(where, exc)
+                continue
+            add(event, user_label)
+
+    def _process_objects(self, lines: list[bytes], where: str) -> None:
+        add = self.batch.add
+        user_label = self.user_label
+        schema = self.schema
+        line_filter = self.line_filter
+        counts = self.counts
+        for line in lines:
+            try:
+                obj = decode_object(line)
+                if line_filter is not None and not line_filter(obj):
+                    counts.filtered += 1
+                    continue
+                event = schema(obj)
+            except MalformedLine as exc:
+                self._reject(line, where, str(exc))
+                continue
+            except Exception as exc:  # a parser bug must cost one line, never the loop
+                self._parser_bug(where, exc)
+                continue
+            add(event, user_label)
+
+    def _parser_bug(self, where: str, exc: Exception) -> None:
+        self._malformed(where, f"unexpected {type(exc).__name__} while parsing (a bug in "
+                               f"inferwatch, please report it): {exc}")
+
+    def _reject(self, line: bytes, where: str, reason: str) -> None:
+        if line.strip():
+            self._malformed(where, reason)
+        else:
+            self._blank_lines += 1  # blank lines are not requests, nor mistakes
 
     def _malformed(self, where: str, reason: str) -> None:
         """Count a bad line; log the reason at most once a minute per source (never content)."""

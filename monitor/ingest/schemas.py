@@ -10,13 +10,14 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
+from decimal import Decimal, InvalidOperation
 from typing import Any
 
 from monitor.ingest.events import RequestEvent, classify_error
 
 Schema = Callable[[dict[str, Any]], RequestEvent]
 
-_ERROR_LEVELS = frozenset({"ERROR", "CRITICAL", "FATAL", "error", "critical", "fatal"})
+ERROR_LEVELS = frozenset({"ERROR", "CRITICAL", "FATAL", "error", "critical", "fatal"})
 _MAX_EPOCH = 32_503_680_000.0  # year 3000: a larger "epoch seconds" is a unit mistake
 _fromisoformat = datetime.fromisoformat
 # Subtracting an epoch is ~40 % faster than datetime.timestamp() on this path.
@@ -32,7 +33,7 @@ def parse_timestamp(value: object, unit: str = "s") -> float:
     """Epoch seconds from ISO 8601 (naive means UTC) or an epoch number in `unit`."""
     if type(value) is str:
         try:
-            parsed = _fromisoformat(value)
+            parsed = _fromisoformat(value.upper())  # RFC 3339 allows a lower-case t and z
         except ValueError:
             raise MalformedLine(f"timestamp: not ISO 8601: {value!r:.60}") from None
         if parsed.tzinfo is None:
@@ -75,7 +76,7 @@ def _status(value: object) -> int | None:
     return None
 
 
-def _error_text(error: object) -> str:
+def error_text(error: object) -> str:
     """Text to classify an `error` field by: a string, or an object's type and message."""
     if type(error) is str:
         return error
@@ -85,11 +86,16 @@ def _error_text(error: object) -> str:
     return ""
 
 
-def _has_error(error: object) -> bool:
+def is_error_level(level: object) -> bool:
+    """Whether a `level` field says the request failed (any JSON type may arrive here)."""
+    return type(level) is str and level in ERROR_LEVELS
+
+
+def has_error(error: object) -> bool:
     return error is not None and error is not False and error not in ("", {})
 
 
-def _throughput(reported: object, output: int | None, duration: float | None,
+def request_throughput(reported: object, output: int | None, duration: float | None,
                 ttft: float | None) -> float | None:
     tps = _number(reported)
     if tps is not None:
@@ -100,12 +106,18 @@ def _throughput(reported: object, output: int | None, duration: float | None,
     return output / generating if generating > 0 else None
 
 
-def _cost_text(value: object) -> str | None:
+def cost_text(value: object) -> str | None:
+    """A reported cost as exact decimal text, or None when it is not a finite number."""
     if type(value) is int or type(value) is float:
-        return repr(value)
-    if type(value) is str and value:
-        return value
-    return None
+        text = repr(value)
+    elif type(value) is str and value:
+        text = value.strip()
+    else:
+        return None
+    try:
+        return text if Decimal(text).is_finite() else None
+    except InvalidOperation:
+        return None
 
 
 def parse_inference(obj: dict[str, Any]) -> RequestEvent:
@@ -132,10 +144,10 @@ def parse_inference(obj: dict[str, Any]) -> RequestEvent:
         model = service
     status = _status(obj.get("status")) if "status" in obj else None
     error = obj.get("error")
-    if obj.get("level") in _ERROR_LEVELS or _has_error(error) or (
+    if is_error_level(obj.get("level")) or has_error(error) or (
         status is not None and status >= 400
     ):
-        error_class: str | None = classify_error(status, _error_text(error))
+        error_class: str | None = classify_error(status, error_text(error))
     else:
         error_class = None
     ttft_ms = _number(obj.get("ttft_ms")) if "ttft_ms" in obj else None
@@ -148,7 +160,7 @@ def parse_inference(obj: dict[str, Any]) -> RequestEvent:
         input_tokens = _count(input_tokens)
     tps = obj.get("throughput_tps")
     if type(tps) is not float or tps < 0:
-        tps = _throughput(tps, output, duration, ttft)
+        tps = request_throughput(tps, output, duration, ttft)
     request_id = obj.get("request_id")
     user = obj.get("user_id")
     return RequestEvent(
@@ -157,8 +169,8 @@ def parse_inference(obj: dict[str, Any]) -> RequestEvent:
         ttft,
         service,
         model,
-        request_id if type(request_id) is str else None,
-        user if type(user) is str else None,
+        request_id if type(request_id) is str and request_id else None,
+        user if type(user) is str and user else None,
         status,
         error_class,
         input_tokens,
@@ -171,18 +183,28 @@ def parse_inference(obj: dict[str, Any]) -> RequestEvent:
     )
 
 
-def _cache_split(usage: Mapping[str, Any], prompt: int | None) -> tuple[int | None, int | None]:
-    """(hit, miss) input tokens: DeepSeek's fields, else OpenAI's cached_tokens, else unknown."""
-    hit = _count(usage.get("prompt_cache_hit_tokens"))
-    miss = _count(usage.get("prompt_cache_miss_tokens"))
+def cache_split(prompt: int | None, hit: int | None, miss: int | None,
+                cached: int | None) -> tuple[int | None, int | None]:
+    """(hit, miss) input tokens: DeepSeek's hit/miss fields (one of them missing is the
+    prompt's rest), else OpenAI's cached_tokens (miss = prompt - cached), else unknown."""
+    if hit is not None and miss is not None:
+        return hit, miss
     if hit is not None or miss is not None:
-        return hit or 0, miss or 0
-    details = usage.get("prompt_tokens_details")
-    if type(details) is dict and prompt is not None:
-        cached = _count(details.get("cached_tokens"))
-        if cached is not None and cached <= prompt:
-            return cached, prompt - cached
+        known = hit if hit is not None else miss
+        assert known is not None
+        rest = prompt - known if prompt is not None and prompt >= known else 0
+        return (known, rest) if hit is not None else (rest, known)
+    if cached is not None and prompt is not None and cached <= prompt:
+        return cached, prompt - cached
     return None, None
+
+
+def _usage_cache_split(usage: Mapping[str, Any], prompt: int | None
+                       ) -> tuple[int | None, int | None]:
+    details = usage.get("prompt_tokens_details")
+    cached = _count(details.get("cached_tokens")) if type(details) is dict else None
+    return cache_split(prompt, _count(usage.get("prompt_cache_hit_tokens")),
+                       _count(usage.get("prompt_cache_miss_tokens")), cached)
 
 
 def parse_api_usage(obj: dict[str, Any]) -> RequestEvent:
@@ -196,7 +218,7 @@ def parse_api_usage(obj: dict[str, Any]) -> RequestEvent:
     if type(usage) is dict:
         prompt = _count(usage.get("prompt_tokens"))
         output = _count(usage.get("completion_tokens"))
-        hit, miss = _cache_split(usage, prompt)
+        hit, miss = _usage_cache_split(usage, prompt)
         details = usage.get("completion_tokens_details")
         if type(details) is dict:
             reasoning = _count(details.get("reasoning_tokens"))
@@ -211,7 +233,7 @@ def parse_api_usage(obj: dict[str, Any]) -> RequestEvent:
         duration = _number(obj.get("response_time"))
     status = _status(obj.get("status"))
     error = obj.get("error")
-    failed = _has_error(error) or (status is not None and status >= 400)
+    failed = has_error(error) or (status is not None and status >= 400)
     return RequestEvent(
         timestamp=timestamp,
         duration=duration,
@@ -221,14 +243,14 @@ def parse_api_usage(obj: dict[str, Any]) -> RequestEvent:
         request_id=_text(obj.get("request_id")) or _text(obj.get("id")),
         user=_text(obj.get("user_id")) or _text(obj.get("user")),
         status=status,
-        error_class=classify_error(status, _error_text(error)) if failed else None,
+        error_class=classify_error(status, error_text(error)) if failed else None,
         input_tokens=prompt,
         output_tokens=output,
         reasoning_tokens=reasoning,
         cache_hit_tokens=hit,
         cache_miss_tokens=miss,
-        throughput=_throughput(None, output, duration, None) if not failed else None,
-        reported_cost=_cost_text(obj.get("cost")),
+        throughput=request_throughput(None, output, duration, None) if not failed else None,
+        reported_cost=cost_text(obj.get("cost")),
     )
 
 
@@ -294,7 +316,7 @@ def build_custom_schema(fields: Mapping[str, tuple[str, str | None]]) -> Schema:
         service = _text(service_get(obj)) or ""
         status = _status(status_get(obj))
         error = error_get(obj)
-        failed = (level_get(obj) in _ERROR_LEVELS or _has_error(error)
+        failed = (is_error_level(level_get(obj)) or has_error(error)
                   or (status is not None and status >= 400))
         output = _count(out_get(obj))
         return RequestEvent(
@@ -306,14 +328,14 @@ def build_custom_schema(fields: Mapping[str, tuple[str, str | None]]) -> Schema:
             request_id=_text(rid_get(obj)),
             user=_text(user_get(obj)),
             status=status,
-            error_class=classify_error(status, _error_text(error)) if failed else None,
+            error_class=classify_error(status, error_text(error)) if failed else None,
             input_tokens=_count(in_get(obj)),
             output_tokens=output,
             reasoning_tokens=_count(reason_get(obj)),
             cache_hit_tokens=_count(hit_get(obj)),
             cache_miss_tokens=_count(miss_get(obj)),
-            throughput=_throughput(tps_get(obj), output, duration, ttft),
-            reported_cost=_cost_text(cost_get(obj)),
+            throughput=request_throughput(tps_get(obj), output, duration, ttft),
+            reported_cost=cost_text(cost_get(obj)),
         )
 
     return parse_custom

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from monitor.clock import Clock
 from monitor.config import IngestConfig, MetricsConfig, SourceConfig
 from monitor.ingest.checkpoint import CheckpointWriter, known_sources, load_file_checkpoints
+from monitor.ingest.decoders import FAST_DECODERS
 from monitor.ingest.pipeline import SourcePipeline, build_filter
 from monitor.ingest.schemas import Schema, build_custom_schema, parse_api_usage, parse_inference
 from monitor.ingest.tailer import RotationAwareTailer
@@ -108,6 +109,7 @@ class IngestService:
             pipeline = SourcePipeline(
                 name=source.name,
                 schema=schema_for(source),
+                fast_decoder=FAST_DECODERS.get(source.log_schema),
                 store=self.store,
                 clock=self.clock,
                 static_labels=source.labels,
@@ -175,7 +177,9 @@ class IngestService:
                     changes.cancel()
                     with contextlib.suppress(asyncio.CancelledError):
                         await changes
-                    continue  # stopping: one more pass reads what is there, then commits
+                    # Stopping: one more full pass reads everything written so far, then commits.
+                    rescan, modified = True, set()
+                    continue
                 result = changes.result()
                 rescan, modified = result.rescan, result.modified
         finally:
@@ -203,14 +207,20 @@ class IngestService:
         return sum(rt.pipeline.pending_lines for rt in self.runtimes.values())
 
     def _checkpoint_if_due(self) -> None:
-        if self.clock.monotonic() - self._last_commit < self.ingest.checkpoint_interval:
-            return
-        waiting = any(not rt.ready and rt.tailer.caught_up() for rt in self.runtimes.values())
-        if waiting or self._pending_lines() or self.store.dirty or any(
-            rt.tailer.dirty_checkpoints() or rt.tailer.removed for rt in self.runtimes.values()
-        ):
+        # A source that has just caught up is committed at once: readiness should not wait
+        # for the next interval.
+        becoming_ready = any(not rt.ready and rt.tailer.caught_up()
+                             for rt in self.runtimes.values())
+        due = self.clock.monotonic() - self._last_commit >= self.ingest.checkpoint_interval
+        if becoming_ready or (due and self._has_uncommitted_work()):
             self._checkpoint()
-        self._update_gauges()
+        if due or becoming_ready:
+            self._update_gauges()
+
+    def _has_uncommitted_work(self) -> bool:
+        return bool(self._pending_lines() or self.store.dirty or any(
+            rt.tailer.dirty_checkpoints() or rt.tailer.removed for rt in self.runtimes.values()
+        ))
 
     def _checkpoint(self) -> bool:
         caught_up = [rt for rt in self.runtimes.values() if rt.tailer.caught_up()]

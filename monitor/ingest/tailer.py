@@ -22,9 +22,11 @@ Files are tracked by identity (device, inode), never by name, and each is held o
 
 from __future__ import annotations
 
+import dataclasses
 import glob
 import logging
 import os
+import re
 import stat
 from collections.abc import Iterable, Sequence
 from fnmatch import fnmatch
@@ -44,6 +46,7 @@ log = logging.getLogger(__name__)
 
 _COMPRESSED_SUFFIXES = (".gz", ".bz2", ".xz", ".zst", ".zip", ".lz4")
 _MTIME_SLACK_S = 1.0
+_MAX_COPY_WAIT_FACTOR = 10  # a copy still growing after this many copy_waits is a live log
 
 
 class RotationAwareTailer:
@@ -77,6 +80,7 @@ class RotationAwareTailer:
         self._closed_unsaved: set[FileIdentity] = set()  # closed; final row not yet written
         self._source_known = source_known
         self._scanned = False
+        self._last_scan = 0.0
         self._unreadable: set[str] = set()
 
     # -- discovery -------------------------------------------------------------------------
@@ -112,6 +116,7 @@ class RotationAwareTailer:
         matched = self.matched_paths()
         first_scan = not self._scanned
         self._scanned = True
+        self._last_scan, last_scan = now, self._last_scan
         vacated: list[tuple[str, float]] = []
         for identity, tracked in list(self.files.items()):
             hit = matched.get(identity)
@@ -128,12 +133,15 @@ class RotationAwareTailer:
                 tracked.last_growth = self.clock.monotonic()
         for identity, (path, st) in matched.items():
             if identity not in self.files:
-                self._discover(identity, path, st, first_scan=first_scan, now=now)
+                replaced = self._discover(identity, path, st, first_scan=first_scan, now=now)
+                if replaced is not None:
+                    vacated.append(replaced)  # its inode now holds another file: rotated
+                if not first_scan and identity in self.files:
+                    vacated.append((path, last_scan))  # it may follow unseen rotations
         if first_scan:
             vacated.extend(self._resume_rotated_while_stopped(matched))
-        for path, last_seen in vacated:
-            self._recover_missed_rotations(path, last_seen)
-        self._promote_expired_deferrals()
+        self._recover_missed_rotations(vacated)
+        self._review_deferrals()
 
     def _open(self, identity: FileIdentity, path: str, role: FileRole) -> TrackedFile | None:
         try:
@@ -154,39 +162,63 @@ class RotationAwareTailer:
         return tracked
 
     def _discover(self, identity: FileIdentity, path: str, st: os.stat_result, *,
-                  first_scan: bool, now: float) -> None:
+                  first_scan: bool, now: float) -> tuple[str, float] | None:
+        """Start tracking a file; (old path, last seen) when a saved file's inode turned out
+        to hold another file (so the saved one went away, maybe by rotation)."""
+        replaced = None
         tracked = self._open(identity, path, FileRole.ACTIVE)
         if tracked is None:
-            return
+            return None
         saved = self.known.pop(identity, None)
         if saved is not None:
             if tracked.restore_from(saved):
                 tracked.dirty = tracked.path != saved.path
-                return
-            log.info("source %s: %s reuses the inode of a file read before; reading it as new",
-                     self.source, path)
+                return None
+            replaced = (saved.path, saved.last_seen)
+            log.info("source %s: %s reuses the inode of a file read before, or was truncated "
+                     "while stopped; reading it as new", self.source, path)
+            self._resume_copy_of(saved)
         if first_scan and not self._source_known and self.start_at == "end":
-            tracked.start_at(last_line_end(tracked.fd, tracked.size, self.max_line_bytes))
-            return
+            tracked.start_at(last_line_end(tracked.fd, tracked.size))
+            return replaced
         if not first_scan and self._may_be_copy(tracked):
             tracked.role = FileRole.DEFERRED
-            tracked.deferred_since = self.clock.monotonic()
+            tracked.deferred_since = tracked.deferred_first = self.clock.monotonic()
+        return replaced
 
     def _may_be_copy(self, new: TrackedFile) -> bool:
-        """Whether `new` begins with the consumed start of a file already being read."""
+        """Whether all of `new` so far agrees with the consumed start of a tracked file.
+
+        Empty or partly written copies count too: logrotate's copy starts empty and fills up,
+        and reading it from 0 in the meantime would count the copied lines twice.
+        """
+        head_cache: dict[int, bytes] = {}
         for other in self.files.values():
             if other is new or not other.fingerprint or other.role is FileRole.DEFERRED:
                 continue
-            if new.size >= len(other.fingerprint) and os.pread(
-                new.fd, len(other.fingerprint), 0
-            ) == other.fingerprint:
+            length = min(new.size, len(other.fingerprint))
+            head = head_cache.get(length)
+            if head is None:
+                head = head_cache[length] = os.pread(new.fd, length, 0)
+            if other.fingerprint.startswith(head):
                 return True
         return False
 
-    def _promote_expired_deferrals(self) -> None:
+    def _review_deferrals(self) -> None:
+        """Promote deferred files that turned out not to be copies, or stopped growing."""
         now = self.clock.monotonic()
         for tracked in self.files.values():
-            if tracked.role is FileRole.DEFERRED and now - tracked.deferred_since >= self.copy_wait:
+            if tracked.role is not FileRole.DEFERRED:
+                continue
+            size = tracked.size
+            try:
+                tracked.fstat_size()
+            except OSError:
+                continue
+            growing = tracked.size != size
+            if growing and now - tracked.deferred_first < _MAX_COPY_WAIT_FACTOR * self.copy_wait:
+                tracked.deferred_since = now  # a copy in progress: wait for it to finish
+            if not self._may_be_copy(tracked) or now - tracked.deferred_since >= self.copy_wait:
                 tracked.role = FileRole.ACTIVE
 
     # -- recovery -----------------------------------------------------------------------------
@@ -214,31 +246,76 @@ class RotationAwareTailer:
                 elif tracked is not None:
                     tracked.close()
                     del self.files[identity]
+                    del self.known[identity]  # the inode was reused: another file now
             for cp in wanted.values():
-                if os.path.exists(cp.path):
-                    continue  # left the glob by a config change, not by rotation
+                if not self._is_matched(cp.path):
+                    continue  # left the glob by a config change, not by rotation: keep it
                 vacated.append((cp.path, cp.last_seen))
+                # Gone (deleted, compressed, moved elsewhere): its row can only mislead later.
+                del self.known[cp.identity]
+                self.removed.add(cp.identity)
         return vacated
 
-    def _recover_missed_rotations(self, path: str, last_seen: float) -> None:
-        """Read generations of `path` that were created and rotated away unseen."""
-        directory = os.path.dirname(path) or "."
-        stem = PurePath(path).name.split(".")[0]
+    def _recover_missed_rotations(self, vacated: list[tuple[str, float]]) -> None:
+        """Read generations of vacated paths that were created and rotated away unseen.
+
+        `vacated` holds (path, wall time it was last seen); one listing per directory.
+        """
+        by_dir: dict[str, list[tuple[re.Pattern[str], float, str]]] = {}
+        for path, last_seen in vacated:
+            by_dir.setdefault(os.path.dirname(path) or ".", []).append(
+                (_generation_name(PurePath(path).name), last_seen, path))
+        for directory, wanted in by_dir.items():
+            for entry_path, st in _regular_files(directory):
+                name = PurePath(entry_path).name
+                identity = FileIdentity(st.st_dev, st.st_ino)
+                if identity in self.known and identity not in self.files:
+                    self._forget_if_reused(identity, entry_path)
+                if (
+                    name.endswith(_COMPRESSED_SUFFIXES)
+                    or identity in self.files
+                    or identity in self.known
+                    or self._is_matched(entry_path)
+                ):
+                    continue
+                for generation, last_seen, path in wanted:
+                    if generation.match(name) and st.st_mtime >= last_seen - _MTIME_SLACK_S:
+                        if self._open(identity, entry_path, FileRole.ROTATED) is not None:
+                            log.info("source %s: reading %s, a rotation of %s that was never "
+                                     "seen open", self.source, entry_path, path)
+                        break
+
+    def _forget_if_reused(self, identity: FileIdentity, path: str) -> None:
+        """Drop a closed file's row when its inode now holds another file's content."""
+        probe = self._open(identity, path, FileRole.ROTATED)
+        if probe is None:
+            return
+        reused = not probe.restore_from(self.known[identity])
+        probe.close()
+        del self.files[identity]
+        if reused:
+            del self.known[identity]
+            log.info("source %s: %s reuses the inode of a file read before", self.source, path)
+
+    def _resume_copy_of(self, saved: FileCheckpoint) -> None:
+        """At start-up: a file found truncated may have a copy (copytruncate while stopped)
+        holding what was consumed; if so, resume the copy at the saved offset."""
+        directory = os.path.dirname(saved.path) or "."
         for entry_path, st in _regular_files(directory):
-            name = PurePath(entry_path).name
             identity = FileIdentity(st.st_dev, st.st_ino)
-            if (
-                not name.startswith(stem)
-                or name.endswith(_COMPRESSED_SUFFIXES)
-                or identity in self.files
-                or identity in self.known
-                or st.st_mtime < last_seen - _MTIME_SLACK_S
-                or self._is_matched(entry_path)
-            ):
+            if identity in self.files or st.st_size < saved.offset or saved.offset == 0:
                 continue
-            if self._open(identity, entry_path, FileRole.ROTATED) is not None:
-                log.info("source %s: reading %s, a rotation of %s that was never seen open",
-                         self.source, entry_path, path)
+            role = FileRole.ACTIVE if self._is_matched(entry_path) else FileRole.ROTATED
+            candidate = self._open(identity, entry_path, role)
+            if candidate is None:
+                continue
+            if candidate.restore_from(dataclasses.replace(saved, identity=identity)):
+                self.known.pop(identity, None)
+                log.info("source %s: %s was truncated while stopped; reading the rest of its "
+                         "copy %s", self.source, saved.path, entry_path)
+                return
+            candidate.close()
+            del self.files[identity]
 
     def _recover_copy(self, truncated: TrackedFile, offset: int, fingerprint: bytes,
                       tail: bytes) -> None:
@@ -362,6 +439,16 @@ class RotationAwareTailer:
         for tracked in self.files.values():
             tracked.close()
         self.files.clear()
+
+
+def _generation_name(live_name: str) -> re.Pattern[str]:
+    """Names another generation of `live_name` may have: `x.log.1`, `x.log-20260101` (the
+    live name and a suffix), `x-20260101.log`, `x-2026-01-01.log` (logrotate's dateext with
+    `extension`), `x.1.log`; never a sibling such as `x-stderr.log`, `x-1.log` or `x.err`."""
+    stem = re.escape(live_name.split(".", maxsplit=1)[0])
+    return re.compile(
+        rf"{re.escape(live_name)}[.\-_]|{stem}[.\-_](?:\d{{8}}|\d{{4}}-\d\d-\d\d)|{stem}\.\d+\."
+    )
 
 
 def _regular_files(directory: str) -> list[tuple[str, os.stat_result]]:

@@ -265,10 +265,13 @@ class MetricStore:
         return births
 
     def count_dropped(self, family_name: str) -> None:
+        # One series per family at most, so this family is exempt from the cap it reports on
+        # (going through get() would recurse once it reached the cap itself).
         key: LabelKey = (("family", family_name),)
         series = self._dropped.series.get(key)
         if series is None:
-            series = self._dropped.get(key)
+            series = self._dropped.series[key] = CounterSeries()
+            self.note_birth(self._dropped, key)
         assert isinstance(series, CounterSeries)
         series.value += 1
         self.dirty.add((self._dropped.full_name, key))

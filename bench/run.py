@@ -1,0 +1,318 @@
+"""`make bench`: inferwatch's ingest throughput against its peers, and its memory bound.
+
+Over one generated `inference` log (300k lines of ~550 bytes by default, kept in bench/data/):
+
+* mtail     `mtail --one_shot` with bench/ingest_mtail.mtail (whole process);
+* bare      bench/bare_loop.py, orjson + bisect in a plain loop (whole process, and its loop);
+* daemon    `inferwatch run` from a cold start until `/-/ready` (whole process);
+* catchup   bench/catchup.py, `IngestService` in-process until ready (the catch-up alone).
+
+Each is run `--repeat` times, the order reversed on every other round to spread the noise of a
+shared machine, and the medians are compared as ratios: the figures are only meaningful against
+peers measured in the same run, so they are reported, never asserted. Every contender's counts
+are checked against the generator's truth (a mismatch is a warning). Then the daemon ingests a
+1M-line file and its resident memory is compared with the 300k run's.
+
+Flags: --lines, --rss-lines, --repeat, --seed, --quick, --no-rss, --profile N, --json PATH.
+Exits 0 whatever the figures; 2 on bad usage.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import tempfile
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from aggregate import Aggregate, differences
+from daemon_peer import run_daemon
+from dataset import Dataset, ensure_dataset, warm_page_cache
+from mtail_peer import mtail_binary, mtail_version, prepare, run_mtail
+from procs import BENCH_DIR, free_loopback_port, run_timed
+from report import Ratio, format_absolutes, format_ratios, medians, ratio
+
+from monitor.metrics.families import DURATION_BUCKETS
+
+DEFAULT_LINES = 300_000
+DEFAULT_RSS_LINES = 1_000_000
+DEFAULT_REPEAT = 3
+DEFAULT_SEED = 20260101
+QUICK_LINES = 30_000
+QUICK_RSS_LINES = 100_000
+TARGET_VS_MTAIL = 3.0
+TARGET_VS_BARE = 0.5
+RSS_BOUND = 1.5  # "bounded": the bigger file may cost a little more, never in proportion
+
+
+@dataclass
+class Bench:
+    """What one benchmark run knows and has measured so far."""
+
+    data: Dataset
+    scratch: Path
+    mtail: str | None
+    samples: dict[str, list[float]] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
+    _runs: int = 0
+
+    def record(self, **values: float) -> None:
+        for name, value in values.items():
+            self.samples.setdefault(name, []).append(value)
+
+    def check(self, who: str, got: Aggregate, truth: Aggregate | None = None) -> None:
+        for problem in differences(truth or self.data.truth, got):
+            self.warn(f"{who}: counts differ from the truth: {problem}")
+
+    def warn(self, message: str) -> None:
+        if message not in self.warnings:
+            self.warnings.append(message)
+            print(f"WARNING: {message}", file=sys.stderr)
+
+    def workdir(self, what: str) -> Path:
+        self._runs += 1
+        path = self.scratch / f"{self._runs:02d}-{what}"
+        path.mkdir(parents=True)
+        return path
+
+
+# -- the contenders ---------------------------------------------------------------------------
+
+
+def measure_mtail(bench: Bench) -> None:
+    if bench.mtail is None:
+        return
+    workdir = bench.workdir("mtail")
+    warning = prepare(workdir, DURATION_BUCKETS)
+    if warning:
+        bench.warn(warning)
+    run = run_mtail(bench.mtail, bench.data.path, workdir, len(DURATION_BUCKETS))
+    bench.check("mtail", run.result)
+    bench.record(mtail_s=run.wall_s)
+
+
+def measure_bare(bench: Bench) -> None:
+    buckets = ",".join(repr(b) for b in DURATION_BUCKETS)
+    done = run_timed([sys.executable, str(BENCH_DIR / "bare_loop.py"), str(bench.data.path),
+                      "--buckets", buckets])
+    if done.returncode != 0:
+        raise RuntimeError(f"bare loop exited with {done.returncode}: {done.stderr.strip()}")
+    out = json.loads(done.stdout)
+    bench.check("bare loop", Aggregate.from_json(out))
+    bench.record(bare_s=done.wall_s, bare_loop_s=float(out["loop_s"]))
+
+
+def measure_daemon(bench: Bench) -> None:
+    run = run_daemon(bench.data.path, bench.workdir("daemon"), free_loopback_port())
+    bench.check("inferwatch run", run.result)
+    if run.exit_code != 0:
+        bench.warn(f"inferwatch run exited with {run.exit_code} on SIGTERM")
+    bench.record(daemon_s=run.wall_s, daemon_rss_kib=run.rss_kib, daemon_hwm_kib=run.hwm_kib)
+
+
+def measure_catchup(bench: Bench) -> None:
+    done = run_timed([sys.executable, str(BENCH_DIR / "catchup.py"), str(bench.data.path),
+                      str(bench.workdir("catchup"))])
+    if done.returncode != 0:
+        raise RuntimeError(f"catch-up exited with {done.returncode}: {done.stderr.strip()}")
+    out = json.loads(done.stdout)
+    bench.check("in-process catch-up", Aggregate.from_json(out["result"]))
+    bench.record(catchup_ready_s=float(out["ready_s"]), catchup_read_s=float(out["read_s"]))
+
+
+CONTENDERS: tuple[tuple[str, Callable[[Bench], None]], ...] = (
+    ("mtail", measure_mtail),
+    ("bare", measure_bare),
+    ("daemon", measure_daemon),
+    ("catchup", measure_catchup),
+)
+
+
+def measure_all(bench: Bench, repeat: int) -> None:
+    for round_index in range(repeat):
+        order = CONTENDERS if round_index % 2 == 0 else CONTENDERS[::-1]
+        print(f"round {round_index + 1}/{repeat}: {' -> '.join(name for name, _ in order)}",
+              flush=True)
+        for _, measure in order:
+            measure(bench)
+
+
+def measure_rss(bench: Bench, big: Dataset) -> dict[str, Any]:
+    """The daemon over the big file: memory at ready, beside the median of the small runs."""
+    warm_page_cache(big.path)
+    run = run_daemon(big.path, bench.workdir("daemon-rss"), free_loopback_port())
+    bench.check(f"inferwatch run ({big.lines} lines)", run.result, big.truth)
+    small = medians({k: bench.samples.get(k, []) for k in ("daemon_rss_kib", "daemon_hwm_kib")})
+    return {"lines": big.lines, "wall_s": run.wall_s, "rss_kib": run.rss_kib,
+            "hwm_kib": run.hwm_kib, "small_lines": bench.data.lines,
+            "small_rss_kib": small.get("daemon_rss_kib"),
+            "small_hwm_kib": small.get("daemon_hwm_kib")}
+
+
+# -- reporting --------------------------------------------------------------------------------
+
+
+def _pair(a_name: str, a: float | None, b_name: str, b: float | None, unit: str = "s") -> str:
+    def show(value: float | None) -> str:
+        if value is None:
+            return "n/a"
+        return f"{value / 1024:.0f} MiB" if unit == "KiB" else f"{value:.2f} s"
+
+    return f"{a_name} {show(a)} vs {b_name} {show(b)}"
+
+
+def build_ratios(med: dict[str, float], rss: dict[str, Any] | None) -> list[Ratio]:
+    g = med.get
+    items = [
+        ratio("inferwatch run vs mtail (process)", g("mtail_s"), g("daemon_s"), TARGET_VS_MTAIL,
+              _pair("mtail", g("mtail_s"), "inferwatch", g("daemon_s"))),
+        ratio("inferwatch run vs bare loop (process)", g("bare_s"), g("daemon_s"),
+              TARGET_VS_BARE, _pair("bare", g("bare_s"), "inferwatch", g("daemon_s"))),
+        ratio("catch-up vs bare loop (in-process)", g("bare_loop_s"), g("catchup_ready_s"),
+              TARGET_VS_BARE,
+              _pair("bare loop", g("bare_loop_s"), "catch-up", g("catchup_ready_s"))),
+        ratio("  read to EOF only (before commit)", g("bare_loop_s"), g("catchup_read_s"), None,
+              _pair("bare loop", g("bare_loop_s"), "read", g("catchup_read_s"))),
+        ratio("catch-up vs mtail (in-process)", g("mtail_s"), g("catchup_ready_s"), None,
+              _pair("mtail", g("mtail_s"), "catch-up", g("catchup_ready_s"))),
+    ]
+    if rss is not None:
+        items.append(ratio(
+            f"RSS at ready, {rss['lines'] // 1000}k / {rss['small_lines'] // 1000}k lines",
+            rss["rss_kib"], rss["small_rss_kib"], RSS_BOUND,
+            _pair(f"{rss['lines'] // 1000}k", rss["rss_kib"], f"{rss['small_lines'] // 1000}k",
+                  rss["small_rss_kib"], "KiB"),
+            higher_is_better=False))
+        items.append(ratio(
+            "  peak RSS (VmHWM), same files", rss["hwm_kib"], rss["small_hwm_kib"], RSS_BOUND,
+            _pair(f"{rss['lines'] // 1000}k", rss["hwm_kib"], f"{rss['small_lines'] // 1000}k",
+                  rss["small_hwm_kib"], "KiB"),
+            higher_is_better=False))
+    return items
+
+
+def absolute_rows(bench: Bench, med: dict[str, float]) -> list[tuple[str, float, int, int, int]]:
+    names = {
+        "mtail_s": "mtail --one_shot (process)",
+        "bare_s": "bare orjson loop (process)",
+        "bare_loop_s": "bare orjson loop (loop only)",
+        "daemon_s": "inferwatch run -> /-/ready (process)",
+        "catchup_ready_s": "IngestService catch-up -> ready",
+        "catchup_read_s": "IngestService catch-up -> read to EOF",
+    }
+    return [(label, med[key], len(bench.samples[key]), bench.data.lines, bench.data.size)
+            for key, label in names.items() if key in med]
+
+
+def print_summary(bench: Bench, ratios: Sequence[Ratio], med: dict[str, float],
+                  rss: dict[str, Any] | None) -> None:
+    print(f"\ninferwatch ingest benchmark: {bench.data.lines:,} inference lines, "
+          f"{bench.data.size / 1e6:.0f} MB, {bench.data.size / bench.data.lines:.0f} B/line, "
+          f"{os.cpu_count()} CPUs; medians of {len(bench.samples.get('daemon_s', []))}")
+    print()
+    print(format_ratios(ratios))
+    print()
+    print(format_absolutes(absolute_rows(bench, med)))
+    if rss is not None:
+        print(f"\nmemory at /-/ready: {rss['small_lines']:,} lines RSS "
+              f"{(rss['small_rss_kib'] or 0) / 1024:.0f} MiB (peak "
+              f"{(rss['small_hwm_kib'] or 0) / 1024:.0f} MiB); {rss['lines']:,} lines RSS "
+              f"{rss['rss_kib'] / 1024:.0f} MiB (peak {rss['hwm_kib'] / 1024:.0f} MiB), "
+              f"ready in {rss['wall_s']:.2f} s")
+    if any(r.verdict == "BELOW" for r in ratios):
+        print("\nbelow target: `bench/run.py --profile 25` prints where the catch-up spends "
+              "its time")
+    if bench.warnings:
+        print(f"\n{len(bench.warnings)} warning(s):")
+        for warning in bench.warnings:
+            print(f"  - {warning}")
+    else:
+        print("\nall contenders' counts equal the truth")
+
+
+def write_json(path: Path, bench: Bench, ratios: Sequence[Ratio], med: dict[str, float],
+               rss: dict[str, Any] | None) -> None:
+    document = {
+        "machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
+                    "platform": platform.platform(),
+                    "mtail": mtail_version(bench.mtail) if bench.mtail else None},
+        "data": {"path": str(bench.data.path), "lines": bench.data.lines,
+                 "bytes": bench.data.size, "seed": bench.data.seed},
+        "samples": bench.samples,
+        "medians": med,
+        "ratios": [r.to_json() for r in ratios],
+        "rss": rss,
+        "warnings": bench.warnings,
+    }
+    path.write_text(json.dumps(document, indent=2) + "\n")
+    print(f"\nresults written to {path}")
+
+
+def profile_catchup(data: Dataset, scratch: Path, top: int) -> None:
+    print(f"\ncProfile of the in-process catch-up ({data.lines:,} lines), top {top} by "
+          "own time:", flush=True)
+    done = run_timed([sys.executable, str(BENCH_DIR / "catchup.py"), str(data.path),
+                      str(scratch / "profile"), "--profile", str(top)])
+    print(done.stderr)
+
+
+# -- entry point ------------------------------------------------------------------------------
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        description="Ingest throughput of inferwatch vs mtail and a bare orjson loop, and "
+                    "its memory after a large catch-up. Figures are ratios within one run.")
+    parser.add_argument("--lines", type=int, help=f"lines in the timed log "
+                        f"(default {DEFAULT_LINES:,}; --quick {QUICK_LINES:,})")
+    parser.add_argument("--rss-lines", type=int, help=f"lines in the memory run's log "
+                        f"(default {DEFAULT_RSS_LINES:,}; --quick {QUICK_RSS_LINES:,})")
+    parser.add_argument("--repeat", type=int, help=f"rounds of every timed measurement "
+                        f"(default {DEFAULT_REPEAT}; --quick 1)")
+    parser.add_argument("--seed", type=int, default=DEFAULT_SEED,
+                        help="generator seed (default %(default)s)")
+    parser.add_argument("--quick", action="store_true",
+                        help="a smoke run: small files, one round")
+    parser.add_argument("--no-rss", action="store_true", help="skip the memory run")
+    parser.add_argument("--profile", type=int, metavar="N", default=0,
+                        help="afterwards, cProfile one catch-up and print the top N functions")
+    parser.add_argument("--json", type=Path, metavar="PATH", help="write the results here")
+    args = parser.parse_args(argv)
+    defaults = ((QUICK_LINES, QUICK_RSS_LINES, 1) if args.quick
+                else (DEFAULT_LINES, DEFAULT_RSS_LINES, DEFAULT_REPEAT))
+    for name, default in zip(("lines", "rss_lines", "repeat"), defaults, strict=True):
+        if getattr(args, name) is None:
+            setattr(args, name, default)
+    if min(args.lines, args.rss_lines, args.repeat) <= 0:
+        parser.error("--lines, --rss-lines and --repeat must be positive")
+    return args
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    data = ensure_dataset(args.lines, args.seed)
+    big = None if args.no_rss else ensure_dataset(args.rss_lines, args.seed)
+    with tempfile.TemporaryDirectory(prefix="inferwatch-bench-") as scratch:
+        bench = Bench(data=data, scratch=Path(scratch), mtail=mtail_binary())
+        if bench.mtail is None:
+            bench.warn("mtail not found on PATH: its ratios are n/a")
+        warm_page_cache(data.path)
+        measure_all(bench, args.repeat)
+        rss = None if big is None else measure_rss(bench, big)
+        med = medians(bench.samples)
+        ratios = build_ratios(med, rss)
+        print_summary(bench, ratios, med, rss)
+        if args.json is not None:
+            write_json(args.json, bench, ratios, med, rss)
+        if args.profile:
+            profile_catchup(data, Path(scratch), args.profile)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

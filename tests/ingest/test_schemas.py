@@ -1,0 +1,394 @@
+"""Log schemas (SPEC §5): required fields, wrong types, timestamps, error classes, cache
+splits, the flat API variant and custom schemas. Each odd input is its own case."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+
+from monitor.ingest.events import classify_error
+from monitor.ingest.schemas import (
+    MalformedLine,
+    build_custom_schema,
+    parse_api_usage,
+    parse_inference,
+    parse_timestamp,
+)
+
+TS = "2026-01-18T06:07:46.123Z"
+TS_EPOCH = datetime(2026, 1, 18, 6, 7, 46, 123000, tzinfo=UTC).timestamp()
+
+
+def inference(**fields: Any) -> dict[str, Any]:
+    record: dict[str, Any] = {"timestamp": TS, "service": "svc", "duration_ms": 1500.0}
+    record.update(fields)
+    return {k: v for k, v in record.items() if v is not ...}
+
+
+def api(**fields: Any) -> dict[str, Any]:
+    record: dict[str, Any] = {"timestamp": TS, "model": "deepseek-chat", "status": 200,
+                              "duration_ms": 800.0}
+    record.update(fields)
+    return {k: v for k, v in record.items() if v is not ...}
+
+
+# -- timestamps -----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("value", "expected"), [
+    ("2026-01-18T06:07:46.123Z", TS_EPOCH),
+    ("2026-01-18T14:07:46.123+08:00", TS_EPOCH),
+    ("2026-01-18T06:07:46.123", TS_EPOCH),  # naive means UTC
+    ("2026-01-18 06:07:46.123", TS_EPOCH),
+    ("2026-01-18", datetime(2026, 1, 18, tzinfo=UTC).timestamp()),
+    (1768716466, 1768716466.0),
+    (1768716466.123, 1768716466.123),
+    (0, 0.0),
+])
+def test_timestamps_in_iso_8601_and_epoch_seconds(value: object, expected: float) -> None:
+    assert parse_timestamp(value) == pytest.approx(expected, abs=1e-6)
+
+
+def test_epoch_milliseconds_with_unit_ms() -> None:
+    assert parse_timestamp(1768716466123, "ms") == pytest.approx(1768716466.123)
+
+
+@pytest.mark.parametrize("value", [
+    True, False, None, "yesterday", "", "2026-13-01", [2026], {"t": 1}, -1, 1e12 * 1000,
+])
+def test_bad_timestamps_are_malformed(value: object) -> None:
+    with pytest.raises(MalformedLine, match="timestamp"):
+        parse_timestamp(value)
+
+
+# -- inference: required fields and types ------------------------------------------------------
+
+
+def test_inference_line_from_the_spec() -> None:
+    event = parse_inference({
+        "timestamp": TS, "level": "INFO", "service": "DeepSeek-R1-Distill-Qwen-1.5B",
+        "request_id": "r1", "prompt_truncated": "PROMPT-TEXT", "response_truncated": "REPLY-TEXT",
+        "duration_ms": 2006.24, "input_tokens": 1136, "output_tokens": 1004,
+        "throughput_tps": 500.44,
+    })
+    assert event.timestamp == pytest.approx(TS_EPOCH)
+    assert event.duration == pytest.approx(2.00624)
+    assert (event.service, event.model) == ("DeepSeek-R1-Distill-Qwen-1.5B",) * 2
+    assert (event.input_tokens, event.output_tokens, event.throughput) == (1136, 1004, 500.44)
+    assert event.error_class is None
+    assert event.request_id == "r1"
+    assert "PROMPT-TEXT" not in repr(event)
+    assert "REPLY-TEXT" not in repr(event)
+
+
+def test_inference_model_field_overrides_the_service_as_model() -> None:
+    event = parse_inference(inference(model="qwen-1.5b"))
+    assert (event.service, event.model) == ("svc", "qwen-1.5b")
+
+
+@pytest.mark.parametrize(("fields", "problem"), [
+    ({"timestamp": ...}, "timestamp"),
+    ({"duration_ms": ...}, "duration_ms"),
+    ({"duration_ms": "1500"}, "duration_ms"),
+    ({"duration_ms": True}, "duration_ms"),
+    ({"duration_ms": None}, "duration_ms"),
+    ({"duration_ms": -1}, "duration_ms"),
+    ({"duration_ms": [1500]}, "duration_ms"),
+    ({"timestamp": True}, "timestamp"),
+    ({"timestamp": 17.5e9 * 10}, "timestamp"),
+])
+def test_inference_without_a_valid_required_field_is_malformed(
+    fields: dict[str, Any], problem: str
+) -> None:
+    with pytest.raises(MalformedLine, match=problem):
+        parse_inference(inference(**fields))
+
+
+@pytest.mark.parametrize("fields", [
+    {"input_tokens": "1136"},
+    {"input_tokens": True},
+    {"input_tokens": -5},
+    {"input_tokens": 3.5},
+    {"output_tokens": "7"},
+    {"ttft_ms": "12"},
+    {"ttft_ms": False},
+    {"throughput_tps": "fast"},
+    {"status": True},
+    {"status": "ok"},
+    {"user_id": 42},
+    {"request_id": ["r"]},
+    {"service": 7},
+    {"model": None},
+])
+def test_inference_optional_field_of_the_wrong_type_is_ignored(fields: dict[str, Any]) -> None:
+    event = parse_inference(inference(**fields))
+    (name,) = fields
+    attribute = {"input_tokens": "input_tokens", "output_tokens": "output_tokens",
+                 "ttft_ms": "ttft", "status": "status", "user_id": "user",
+                 "request_id": "request_id"}.get(name)
+    if attribute is not None:
+        assert getattr(event, attribute) is None
+    assert event.error_class is None
+    assert event.duration == 1.5
+
+
+def test_booleans_are_not_numbers_anywhere() -> None:
+    event = parse_inference(inference(input_tokens=True, output_tokens=False, ttft_ms=True,
+                                      throughput_tps=True, reasoning_tokens=True))
+    assert (event.input_tokens, event.output_tokens, event.ttft, event.reasoning_tokens) == (
+        None, None, None, None)
+    assert event.throughput is None
+
+
+def test_integral_float_token_counts_are_accepted() -> None:
+    event = parse_inference(inference(input_tokens=1136.0, output_tokens=10.0))
+    assert (event.input_tokens, event.output_tokens) == (1136, 10)
+
+
+def test_throughput_is_derived_from_output_and_generation_time_when_missing() -> None:
+    event = parse_inference(inference(duration_ms=2000.0, ttft_ms=500.0, output_tokens=300))
+    assert event.throughput == pytest.approx(300 / 1.5)
+    assert event.ttft == pytest.approx(0.5)
+
+
+@pytest.mark.parametrize("fields", [
+    {"level": "ERROR"},
+    {"level": "error"},
+    {"level": "CRITICAL"},
+    {"error": "boom"},
+    {"error": {"message": "boom"}},
+    {"status": 500},
+])
+def test_inference_error_markers(fields: dict[str, Any]) -> None:
+    assert parse_inference(inference(**fields)).is_error
+
+
+@pytest.mark.parametrize("fields", [
+    {"level": "INFO"}, {"level": "WARNING"}, {"error": None}, {"error": ""}, {"error": False},
+    {"error": {}}, {"status": 200},
+])
+def test_inference_success_markers(fields: dict[str, Any]) -> None:
+    assert not parse_inference(inference(**fields)).is_error
+
+
+@pytest.mark.parametrize("level", [["ERROR"], {"name": "ERROR"}])
+@pytest.mark.parametrize("schema", ["inference", "custom"])
+def test_a_level_of_a_non_string_type_does_not_raise(level: object, schema: str) -> None:
+    if schema == "inference":
+        parse_inference(inference(level=level))
+    else:
+        custom = build_custom_schema({"timestamp": ("t", None), "level": ("lvl", None)})
+        custom({"t": TS, "lvl": level})
+
+
+# -- error classes (SPEC §5 table) -------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("status", "text", "expected"), [
+    (408, "", "timeout"),
+    (504, "Gateway Timeout", "timeout"),
+    (None, "upstream request timeout", "timeout"),
+    (None, "Deadline exceeded while waiting for the worker", "timeout"),
+    (429, "", "rate_limit"),
+    (None, "Rate limit reached for requests", "rate_limit"),
+    (401, "", "auth"),
+    (403, "forbidden", "auth"),
+    (None, "Connection reset by peer", "connection"),
+    (None, "connect: connection refused", "connection"),
+    (502, "Connection refused", "connection"),
+    (None, "CUDA out of memory. Tried to allocate 2.00 GiB", "oom"),
+    (500, "CUDA out of memory. Tried to allocate 2.00 GiB", "oom"),
+    (None, "torch.OutOfMemoryError: CUDA error", "oom"),
+    (500, "Internal server error", "server"),
+    (503, "Service unavailable: model is still loading", "server"),
+    (502, "", "server"),
+    (400, "bad request", "client"),
+    (404, "", "client"),
+    (422, "invalid payload", "client"),
+    (None, "something odd happened", "other"),
+    (None, "", "other"),
+    (200, "", "other"),
+])
+def test_error_classification(status: int | None, text: str, expected: str) -> None:
+    assert classify_error(status, text) == expected
+
+
+@pytest.mark.parametrize(("status", "text"), [
+    (500, "no room left in the batch queue"),
+    (503, "Chatroom backend unavailable"),
+    (500, "bloom filter rebuild failed"),
+])
+def test_words_containing_oom_are_not_out_of_memory(status: int, text: str) -> None:
+    assert classify_error(status, text) == "server"
+
+
+@pytest.mark.parametrize("text", ["read timed out", "Request timed out after 60s"])
+def test_timed_out_is_a_timeout(text: str) -> None:
+    assert classify_error(500, text) == "timeout"
+
+
+def test_inference_error_class_comes_from_status_and_text() -> None:
+    event = parse_inference(inference(level="ERROR", status=500,
+                                      error="CUDA out of memory. Tried to allocate 4 GiB"))
+    assert event.error_class == "oom"
+    assert parse_inference(inference(level="ERROR")).error_class == "other"
+    assert parse_inference(inference(status=429)).error_class == "rate_limit"
+
+
+def test_api_error_object_type_and_message_classify() -> None:
+    event = parse_api_usage(api(status=None, error={"type": "connection_error",
+                                                    "message": "Connection refused"}))
+    assert event.error_class == "connection"
+    event = parse_api_usage(api(status=401, error={"type": "authentication_error",
+                                                   "message": "Authentication Fails"}))
+    assert event.error_class == "auth"
+    assert event.throughput is None
+
+
+# -- api_usage ----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("fields", "problem"), [
+    ({"timestamp": ...}, "timestamp"),
+    ({"model": ...}, "model"),
+    ({"model": ""}, "model"),
+    ({"model": 3}, "model"),
+    ({"timestamp": False}, "timestamp"),
+])
+def test_api_usage_without_a_valid_required_field_is_malformed(
+    fields: dict[str, Any], problem: str
+) -> None:
+    with pytest.raises(MalformedLine, match=problem):
+        parse_api_usage(api(**fields))
+
+
+def test_api_usage_deepseek_cache_split_and_reasoning_tokens() -> None:
+    event = parse_api_usage(api(model="deepseek-reasoner", usage={
+        "prompt_tokens": 1000, "completion_tokens": 900, "total_tokens": 1900,
+        "prompt_cache_hit_tokens": 640, "prompt_cache_miss_tokens": 360,
+        "prompt_tokens_details": {"cached_tokens": 1},  # DeepSeek's own fields win
+        "completion_tokens_details": {"reasoning_tokens": 700},
+    }))
+    assert (event.input_tokens, event.output_tokens) == (1000, 900)
+    assert (event.cache_hit_tokens, event.cache_miss_tokens) == (640, 360)
+    assert event.reasoning_tokens == 700
+    assert event.model == "deepseek-reasoner"
+
+
+def test_api_usage_openai_cached_tokens_give_hit_and_the_rest_is_miss() -> None:
+    event = parse_api_usage(api(usage={
+        "prompt_tokens": 1000, "completion_tokens": 10,
+        "prompt_tokens_details": {"cached_tokens": 256},
+    }))
+    assert (event.cache_hit_tokens, event.cache_miss_tokens) == (256, 744)
+
+
+@pytest.mark.parametrize("usage", [
+    {"prompt_tokens": 1000, "completion_tokens": 10},
+    {"prompt_tokens": 1000, "prompt_tokens_details": {"cached_tokens": "256"}},
+    {"prompt_tokens": 1000, "prompt_tokens_details": {"cached_tokens": 2000}},
+    {"prompt_tokens": 1000, "prompt_tokens_details": None},
+])
+def test_api_usage_without_a_usable_cache_split_is_unknown(usage: dict[str, Any]) -> None:
+    event = parse_api_usage(api(usage=usage))
+    assert (event.cache_hit_tokens, event.cache_miss_tokens) == (None, None)
+    assert event.input_tokens == 1000
+
+
+def test_api_usage_flat_variant() -> None:
+    event = parse_api_usage({
+        "timestamp": TS, "request_id": "r9", "model_name": "deepseek-chat", "user_id": "u-001",
+        "status": 200, "response_time": 1.25, "request_tokens": 120, "response_tokens": 30,
+        "total_tokens": 150, "cost": 0.000123,
+    })
+    assert event.model == "deepseek-chat"
+    assert event.duration == pytest.approx(1.25)
+    assert (event.input_tokens, event.output_tokens) == (120, 30)
+    assert (event.cache_hit_tokens, event.cache_miss_tokens) == (None, None)
+    assert event.reported_cost == "0.000123"
+    assert event.user == "u-001"
+    assert event.throughput == pytest.approx(30 / 1.25)
+
+
+def test_api_usage_cost_text_is_kept_verbatim() -> None:
+    assert parse_api_usage(api(cost="0.0001230")).reported_cost == "0.0001230"
+    assert parse_api_usage(api(cost=True)).reported_cost is None
+
+
+def test_api_usage_duration_ms_wins_over_response_time() -> None:
+    assert parse_api_usage(api(duration_ms=500, response_time=9.0)).duration == 0.5
+    assert parse_api_usage(api(duration_ms=..., response_time=2)).duration == 2.0
+    assert parse_api_usage(api(duration_ms=...)).duration is None
+
+
+def test_api_usage_status_and_error_object() -> None:
+    assert parse_api_usage(api(status=200)).error_class is None
+    assert parse_api_usage(api(status="503")).error_class == "server"
+    event = parse_api_usage(api(status=429, error={"type": "rate_limit_error",
+                                                   "message": "Rate limit reached"}))
+    assert event.error_class == "rate_limit"
+
+
+# -- custom schemas ---------------------------------------------------------------------------
+
+
+def test_custom_schema_with_dotted_paths_and_units() -> None:
+    schema = build_custom_schema({
+        "timestamp": ("meta.ts", "ms"),
+        "duration": ("timing.total", "s"),
+        "ttft": ("timing.first", "ms"),
+        "model": ("req.model", None),
+        "input_tokens": ("usage.in", None),
+        "output_tokens": ("usage.out", None),
+        "status": ("http.code", None),
+        "error": ("err", None),
+        "cost": ("billing.cost", None),
+        "user_id": ("req.user", None),
+    })
+    event = schema({
+        "meta": {"ts": 1768716466123},
+        "timing": {"total": 2.5, "first": 250},
+        "req": {"model": "m1", "user": "alice"},
+        "usage": {"in": 100, "out": 50},
+        "http": {"code": 200},
+        "billing": {"cost": "0.01"},
+    })
+    assert event.timestamp == pytest.approx(1768716466.123)
+    assert event.duration == pytest.approx(2.5)
+    assert event.ttft == pytest.approx(0.25)
+    assert (event.model, event.user) == ("m1", "alice")
+    assert (event.input_tokens, event.output_tokens) == (100, 50)
+    assert event.error_class is None
+    assert event.reported_cost == "0.01"
+    assert event.throughput == pytest.approx(50 / 2.25)
+
+    failed = schema({"meta": {"ts": 1768716466123}, "http": {"code": 504}, "err": "upstream"})
+    assert failed.error_class == "timeout"
+    assert failed.duration is None
+
+
+def test_custom_schema_duration_defaults_to_milliseconds() -> None:
+    schema = build_custom_schema({"timestamp": ("t", None), "duration": ("d", None)})
+    event = schema({"t": "2026-01-18T06:07:46Z", "d": 1500})
+    assert event.duration == pytest.approx(1.5)
+
+
+@pytest.mark.parametrize("obj", [
+    {},
+    {"meta": {"ts": "not a time"}},
+    {"meta": "flat"},
+    {"meta": {"ts": True}},
+])
+def test_custom_schema_requires_its_timestamp(obj: dict[str, Any]) -> None:
+    schema = build_custom_schema({"timestamp": ("meta.ts", "ms")})
+    with pytest.raises(MalformedLine):
+        schema(obj)
+
+
+def test_custom_schema_rejects_unknown_fields_and_a_missing_timestamp() -> None:
+    with pytest.raises(ValueError, match="unknown"):
+        build_custom_schema({"timestamp": ("t", None), "prompt": ("p", None)})
+    with pytest.raises(ValueError, match="timestamp"):
+        build_custom_schema({"duration": ("d", "ms")})

@@ -1,0 +1,332 @@
+"""The SQLite state file: creation, reopening, refusing damaged or foreign files (never a
+silent fresh start), and the checkpoint that commits counters and offsets together."""
+
+from __future__ import annotations
+
+import os
+import random
+import sqlite3
+from pathlib import Path
+
+import orjson
+import pytest
+
+from monitor.clock import FakeClock
+from monitor.errors import StateError
+from monitor.ingest.checkpoint import (
+    CheckpointWriter,
+    known_sources,
+    load_file_checkpoints,
+    restore_counters,
+)
+from monitor.ingest.files import LineChunk
+from monitor.ingest.pipeline import SourcePipeline
+from monitor.ingest.schemas import parse_inference
+from monitor.ingest.tailer import RotationAwareTailer
+from monitor.metrics import families as fam
+from monitor.metrics.store import CounterSeries, HistogramSeries, MetricStore
+from monitor.storage import MIGRATIONS, STATE_FILE_NAME, StateStore
+
+TS = "2026-01-18T06:07:46.123Z"
+
+
+def tables(state: StateStore) -> set[str]:
+    rows = state.connection.execute("SELECT name FROM sqlite_master WHERE type = 'table'")
+    return {name for (name,) in rows}
+
+
+# -- creation and reopening -----------------------------------------------------------------
+
+
+def test_fresh_directory_gets_a_new_state_file(tmp_path: Path) -> None:
+    directory = tmp_path / "deep" / "state"
+    state = StateStore(directory)
+    assert state.path == directory / STATE_FILE_NAME
+    assert tables(state) == {"sources", "file_offsets", "counters"}
+    (version,) = state.connection.execute("PRAGMA user_version").fetchone()
+    assert version == len(MIGRATIONS)
+    (mode,) = state.connection.execute("PRAGMA journal_mode").fetchone()
+    assert mode == "wal"
+    assert not (directory / f"{STATE_FILE_NAME}.creating").exists()
+    state.close()
+
+
+def test_reopen_keeps_what_was_written(tmp_path: Path) -> None:
+    state = StateStore(tmp_path)
+    with state.transaction() as cursor:
+        cursor.execute("INSERT INTO sources (name, first_seen) VALUES ('logs', 1.0)")
+    state.close()
+    again = StateStore(tmp_path)
+    assert known_sources(again) == {"logs"}
+    again.close()
+
+
+def test_a_failed_transaction_leaves_nothing_behind(tmp_path: Path) -> None:
+    state = StateStore(tmp_path)
+    with pytest.raises(RuntimeError), state.transaction() as cursor:
+        cursor.execute("INSERT INTO sources (name, first_seen) VALUES ('logs', 1.0)")
+        raise RuntimeError("boom")
+    assert known_sources(state) == set()
+    state.close()
+
+
+def test_a_leftover_creating_file_from_a_crashed_creation_is_ignored(tmp_path: Path) -> None:
+    leftover = tmp_path / f"{STATE_FILE_NAME}.creating"
+    leftover.write_bytes(b"half a database from a crash")
+    Path(f"{leftover}-wal").write_bytes(b"junk")
+    state = StateStore(tmp_path)
+    assert tables(state) == {"sources", "file_offsets", "counters"}
+    assert not leftover.exists()
+    state.close()
+
+
+# -- refusing unusable files ------------------------------------------------------------------
+
+
+def _filled_then_truncated(directory: Path) -> None:
+    state = StateStore(directory)
+    with state.transaction() as cursor:
+        cursor.executemany(
+            "INSERT INTO file_offsets VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            [("logs", 1, i, f"/var/log/app/{i}.log", i * 100, 4096, i, 64, i, 1.0)
+             for i in range(500)],
+        )
+    state.close()
+    path = directory / STATE_FILE_NAME
+    os.truncate(path, path.stat().st_size // 2)
+
+
+def _foreign(directory: Path) -> None:
+    conn = sqlite3.connect(directory / STATE_FILE_NAME)
+    conn.execute("CREATE TABLE notes (text TEXT)")
+    conn.commit()
+    conn.close()
+
+
+def _newer(directory: Path) -> None:
+    StateStore(directory).close()
+    conn = sqlite3.connect(directory / STATE_FILE_NAME)
+    conn.execute(f"PRAGMA user_version = {len(MIGRATIONS) + 1}")
+    conn.close()
+
+
+CORRUPTIONS = {
+    "random bytes": (lambda d: (d / STATE_FILE_NAME).write_bytes(
+        random.Random(1).randbytes(16384)), "not a usable database"),
+    "NUL-filled": (lambda d: (d / STATE_FILE_NAME).write_bytes(bytes(16384)),
+                   "not a usable database"),
+    "empty": (lambda d: (d / STATE_FILE_NAME).write_bytes(b""), "is empty"),
+    "text file": (lambda d: (d / STATE_FILE_NAME).write_text("offsets: 12\n"),
+                  "not a usable database"),
+    "truncated in half": (_filled_then_truncated, "not a usable database"),
+    "foreign SQLite": (_foreign, "not an inferwatch state file"),
+    "newer schema": (_newer, "newer than this inferwatch understands"),
+}
+
+
+@pytest.mark.parametrize("kind", CORRUPTIONS)
+def test_an_unusable_state_file_is_refused_and_left_untouched(tmp_path: Path, kind: str) -> None:
+    prepare, message = CORRUPTIONS[kind]
+    prepare(tmp_path)
+    path = tmp_path / STATE_FILE_NAME
+    before = path.read_bytes()
+    with pytest.raises(StateError, match=message) as caught:
+        StateStore(tmp_path)
+    assert str(path) in str(caught.value)
+    if kind != "newer schema":
+        assert "move" in str(caught.value)  # says how to recover
+    assert path.read_bytes() == before  # never rewritten into a fresh start
+    assert "\n" not in str(caught.value)
+
+
+def test_a_directory_in_place_of_the_state_file_is_a_state_error(tmp_path: Path) -> None:
+    (tmp_path / STATE_FILE_NAME).mkdir()
+    with pytest.raises(StateError):
+        StateStore(tmp_path)
+
+
+def test_an_uncreatable_state_directory_is_a_state_error(tmp_path: Path) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_bytes(b"")
+    with pytest.raises(StateError, match="cannot create state directory"):
+        StateStore(blocker / "state")
+
+
+# -- checkpoints ----------------------------------------------------------------------------
+
+
+def request(i: int, **fields: object) -> bytes:
+    record = {"timestamp": TS, "service": "svc", "duration_ms": 100.0 * (i + 1),
+              "input_tokens": 10 * i, "output_tokens": i}
+    record.update(fields)
+    return orjson.dumps(record)
+
+
+class Source:
+    """One source with a real file, tailer and pipeline, reading into `store`."""
+
+    def __init__(self, root: Path, state: StateStore, store: MetricStore,
+                 clock: FakeClock) -> None:
+        self.path = root / "logs" / "app.log"
+        self.path.parent.mkdir(exist_ok=True)
+        self.tailer = RotationAwareTailer(
+            source="logs", patterns=[str(self.path)], clock=clock,
+            saved=load_file_checkpoints(state, "logs"),
+            source_known="logs" in known_sources(state),
+        )
+        self.pipeline = SourcePipeline(name="logs", schema=parse_inference, store=store,
+                                       clock=clock)
+
+    def write_and_read(self, lines: list[bytes]) -> None:
+        with self.path.open("ab") as f:
+            f.write(b"".join(line + b"\n" for line in lines))
+        self.tailer.scan()
+        for tracked in self.tailer.files_with_data(None):
+            while (chunk := self.tailer.read(tracked)) is not None:
+                self.pipeline.process(chunk, tracked.path)
+
+
+def test_commit_round_trips_counters_histograms_and_offsets(tmp_path: Path) -> None:
+    clock = FakeClock()
+    state = StateStore(tmp_path / "state")
+    store = MetricStore()
+    source = Source(tmp_path, state, store, clock)
+    writer = CheckpointWriter(state, store, clock)
+    source.write_and_read([request(i) for i in range(5)] + [request(9, level="ERROR",
+                                                                    error="CUDA out of memory")])
+    assert writer.commit([(source.pipeline, source.tailer)])
+    saved_offsets = {f.identity: f.checkpoint() for f in source.tailer.files.values()}
+    source.tailer.close()
+    state.close()
+
+    state = StateStore(tmp_path / "state")
+    assert known_sources(state) == {"logs"}
+    loaded = {cp.identity: cp for cp in load_file_checkpoints(state, "logs")}
+    assert loaded == saved_offsets
+    (row,) = loaded.values()
+    assert row.offset == source.path.stat().st_size
+
+    fresh = MetricStore()
+    assert restore_counters(state, fresh) > 0
+    assert fresh.take_births() == []
+    requests = fresh.register(fam.REQUESTS)
+    by_status = {dict(k)["status"]: s.value for k, s in requests.series.items()
+                 if isinstance(s, CounterSeries)}
+    assert by_status == {"success": 5, "error": 1}
+    errors = fresh.register(fam.REQUEST_ERRORS)
+    assert {dict(k)["class"] for k in errors.series} == {"oom"}
+    durations = fresh.register(fam.REQUEST_DURATION)
+    (hist,) = durations.series.values()
+    assert isinstance(hist, HistogramSeries)
+    original = store.family("inferwatch_request_duration_seconds")
+    assert original is not None
+    (expected,) = original.series.values()
+    assert isinstance(expected, HistogramSeries)
+    assert (hist.counts, hist.count, hist.sum) == (expected.counts, 6, pytest.approx(expected.sum))
+    lines = fresh.register(fam.LOG_LINES)
+    assert {dict(k)["result"]: s.value for k, s in lines.series.items()
+            if isinstance(s, CounterSeries)} == {"parsed": 6}
+    state.close()
+
+
+def test_later_commits_update_rows_in_place(tmp_path: Path) -> None:
+    clock = FakeClock()
+    state = StateStore(tmp_path / "state")
+    store = MetricStore()
+    source = Source(tmp_path, state, store, clock)
+    writer = CheckpointWriter(state, store, clock)
+    source.write_and_read([request(0)])
+    assert writer.commit([(source.pipeline, source.tailer)])
+    source.write_and_read([request(1), request(2)])
+    assert writer.commit([(source.pipeline, source.tailer)])
+    assert writer.commit([(source.pipeline, source.tailer)])  # nothing new: still fine
+    (count,) = state.connection.execute(
+        "SELECT value FROM counters WHERE family = 'inferwatch_requests'").fetchone()
+    assert count == 3
+    (offset,) = state.connection.execute("SELECT offset FROM file_offsets").fetchone()
+    assert offset == source.path.stat().st_size
+    source.tailer.close()
+    state.close()
+
+
+def _deny_writes(action: int, *args: object) -> int:
+    return sqlite3.SQLITE_DENY if action in (sqlite3.SQLITE_INSERT, sqlite3.SQLITE_UPDATE,
+                                             sqlite3.SQLITE_DELETE) else sqlite3.SQLITE_OK
+
+
+def test_a_failed_commit_keeps_everything_pending_and_a_later_commit_writes_it(
+    tmp_path: Path,
+) -> None:
+    clock = FakeClock()
+    state = StateStore(tmp_path / "state")
+    store = MetricStore()
+    source = Source(tmp_path, state, store, clock)
+    writer = CheckpointWriter(state, store, clock)
+    source.write_and_read([request(i) for i in range(3)])
+
+    state.connection.set_authorizer(_deny_writes)
+    assert writer.commit([(source.pipeline, source.tailer)]) is False
+    state.connection.set_authorizer(None)
+    failures = store.family("inferwatch_checkpoint_failures")
+    assert failures is not None
+    assert failures.counter(()).value == 1
+    assert state.connection.execute("SELECT count(*) FROM counters").fetchone() == (0,)
+    assert load_file_checkpoints(state, "logs") == []
+    assert known_sources(state) == set()
+    assert source.tailer.dirty_checkpoints()  # offsets still to be written
+
+    source.write_and_read([request(3)])
+    assert writer.commit([(source.pipeline, source.tailer)])
+    rows = dict(state.connection.execute(
+        "SELECT family, value FROM counters WHERE kind = 'counter' AND family IN "
+        "('inferwatch_requests', 'inferwatch_checkpoint_failures')").fetchall())
+    assert rows == {"inferwatch_requests": 4, "inferwatch_checkpoint_failures": 1}
+    (offset,) = state.connection.execute("SELECT offset FROM file_offsets").fetchone()
+    assert offset == source.path.stat().st_size
+    assert known_sources(state) == {"logs"}
+    assert source.tailer.dirty_checkpoints() == []
+    source.tailer.close()
+    state.close()
+
+
+def test_a_commit_failing_on_a_closed_connection_is_counted_not_raised(tmp_path: Path) -> None:
+    clock = FakeClock()
+    state = StateStore(tmp_path / "state")
+    store = MetricStore()
+    writer = CheckpointWriter(state, store, clock)
+    pipeline = SourcePipeline(name="logs", schema=parse_inference, store=store, clock=clock)
+    pipeline.process(LineChunk([request(0)], 0, 0), "x")
+    state.connection.close()
+    assert writer.commit([(pipeline, RotationAwareTailer(source="logs", patterns=[],
+                                                         clock=clock))]) is False
+    failures = store.family("inferwatch_checkpoint_failures")
+    assert failures is not None
+    assert failures.counter(()).value == 1
+    assert ("inferwatch_requests", (("source", "logs"), ("service", "svc"), ("model", "svc"),
+                                    ("status", "success"))) in store.dirty
+
+
+def test_restore_counters_before_the_families_register(tmp_path: Path) -> None:
+    state = StateStore(tmp_path)
+    with state.transaction() as cursor:
+        cursor.execute(
+            "INSERT INTO counters VALUES (?, ?, 'counter', 12.0, NULL)",
+            ("inferwatch_requests", orjson.dumps([["source", "s"], ["service", "v"],
+                                                  ["model", "m"], ["status", "success"]])),
+        )
+        cursor.execute(
+            "INSERT INTO counters VALUES (?, ?, 'histogram', 3.5, ?)",
+            ("inferwatch_request_duration_seconds",
+             orjson.dumps([["source", "s"], ["service", "v"], ["model", "m"]]),
+             orjson.dumps([1, 2] + [0] * (len(fam.DURATION_BUCKETS) - 1))),
+        )
+    store = MetricStore()
+    assert restore_counters(state, store) == 2
+    requests = store.register(fam.REQUESTS)
+    assert requests.counter((("source", "s"), ("service", "v"), ("model", "m"),
+                             ("status", "success"))).value == 12
+    durations = store.register(fam.REQUEST_DURATION)
+    hist = durations.histogram((("source", "s"), ("service", "v"), ("model", "m")))
+    assert (hist.count, hist.sum, hist.cumulative()[1]) == (3, 3.5, 3)
+    assert store.take_births() == []
+    state.close()
