@@ -13,7 +13,10 @@ peers measured in the same run, so they are reported, never asserted. Every cont
 are checked against the generator's truth (a mismatch is a warning). Then the daemon ingests a
 1M-line file and its resident memory is compared with the 300k run's.
 
-Flags: --lines, --rss-lines, --repeat, --seed, --quick, --no-rss, --profile N, --json PATH.
+Last, the idle cost: CPU share of a daemon watching 1,000 quiet files, inotify and polling.
+
+Flags: --lines, --rss-lines, --repeat, --seed, --quick, --no-rss, --no-idle, --profile N,
+--json PATH.
 Exits 0 whatever the figures; 2 on bad usage.
 """
 
@@ -33,6 +36,7 @@ from typing import Any
 from aggregate import Aggregate, differences
 from daemon_peer import run_daemon
 from dataset import Dataset, ensure_dataset, warm_page_cache
+from idle import IdleRun, measure_idle
 from mtail_peer import mtail_binary, mtail_version, prepare, run_mtail
 from procs import BENCH_DIR, free_loopback_port, run_timed
 from report import Ratio, format_absolutes, format_ratios, medians, ratio
@@ -48,6 +52,8 @@ QUICK_RSS_LINES = 100_000
 TARGET_VS_MTAIL = 3.0
 TARGET_VS_BARE = 0.5
 RSS_BOUND = 1.5  # "bounded": the bigger file may cost a little more, never in proportion
+IDLE_GUIDE = 0.05  # "a few percent of a core" for 1,000 quiet files
+IDLE_WINDOW_S = 10.0
 
 
 @dataclass
@@ -209,6 +215,16 @@ def absolute_rows(bench: Bench, med: dict[str, float]) -> list[tuple[str, float,
             for key, label in names.items() if key in med]
 
 
+def print_idle(runs: Sequence[IdleRun]) -> None:
+    print("\nidle cost, 1,000 quiet files under one glob (share of one core, guide <= "
+          f"{IDLE_GUIDE:.0%}):")
+    for run in runs:
+        mode = "inotify + 1 s rescan" if run.inotify else "polling every 250 ms"
+        verdict = "ok" if run.core_share <= IDLE_GUIDE else "ABOVE"
+        print(f"  {mode:<24} {run.core_share:6.1%}  {verdict}   ({run.cpu_s:.2f} s CPU in "
+              f"{run.window_s:.1f} s)")
+
+
 def print_summary(bench: Bench, ratios: Sequence[Ratio], med: dict[str, float],
                   rss: dict[str, Any] | None) -> None:
     print(f"\ninferwatch ingest benchmark: {bench.data.lines:,} inference lines, "
@@ -236,7 +252,7 @@ def print_summary(bench: Bench, ratios: Sequence[Ratio], med: dict[str, float],
 
 
 def write_json(path: Path, bench: Bench, ratios: Sequence[Ratio], med: dict[str, float],
-               rss: dict[str, Any] | None) -> None:
+               rss: dict[str, Any] | None, idle: Sequence[IdleRun]) -> None:
     document = {
         "machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
                     "platform": platform.platform(),
@@ -247,6 +263,8 @@ def write_json(path: Path, bench: Bench, ratios: Sequence[Ratio], med: dict[str,
         "medians": med,
         "ratios": [r.to_json() for r in ratios],
         "rss": rss,
+        "idle": [{"inotify": r.inotify, "files": r.files, "window_s": r.window_s,
+                  "cpu_s": r.cpu_s, "core_share": r.core_share} for r in idle],
         "warnings": bench.warnings,
     }
     path.write_text(json.dumps(document, indent=2) + "\n")
@@ -279,6 +297,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--quick", action="store_true",
                         help="a smoke run: small files, one round")
     parser.add_argument("--no-rss", action="store_true", help="skip the memory run")
+    parser.add_argument("--no-idle", action="store_true",
+                        help="skip the idle-cost run (1,000 quiet files)")
     parser.add_argument("--profile", type=int, metavar="N", default=0,
                         help="afterwards, cProfile one catch-up and print the top N functions")
     parser.add_argument("--json", type=Path, metavar="PATH", help="write the results here")
@@ -307,8 +327,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         med = medians(bench.samples)
         ratios = build_ratios(med, rss)
         print_summary(bench, ratios, med, rss)
+        idle: list[IdleRun] = []
+        if not args.no_idle:
+            window = 3.0 if args.quick else IDLE_WINDOW_S
+            idle = [measure_idle(Path(scratch) / f"idle-{mode}", inotify=mode, window_s=window)
+                    for mode in (True, False)]
+            print_idle(idle)
         if args.json is not None:
-            write_json(args.json, bench, ratios, med, rss)
+            write_json(args.json, bench, ratios, med, rss, idle)
         if args.profile:
             profile_catchup(data, Path(scratch), args.profile)
     return 0
