@@ -206,20 +206,27 @@ class RotationAwareTailer:
 
     def _review_deferrals(self) -> None:
         """Promote deferred files that turned out not to be copies, or stopped growing."""
-        now = self.clock.monotonic()
         for tracked in self.files.values():
-            if tracked.role is not FileRole.DEFERRED:
-                continue
-            size = tracked.size
-            try:
-                tracked.fstat_size()
-            except OSError:
-                continue
-            growing = tracked.size != size
-            if growing and now - tracked.deferred_first < _MAX_COPY_WAIT_FACTOR * self.copy_wait:
-                tracked.deferred_since = now  # a copy in progress: wait for it to finish
-            if not self._may_be_copy(tracked) or now - tracked.deferred_since >= self.copy_wait:
-                tracked.role = FileRole.ACTIVE
+            if tracked.role is FileRole.DEFERRED:
+                previous = tracked.size
+                try:
+                    tracked.fstat_size()
+                except OSError:
+                    continue
+                self._review_deferral(tracked, previous)
+
+    def _review_deferral(self, tracked: TrackedFile, previous_size: int) -> None:
+        """Decide again about one deferred file whose size was `previous_size` last time.
+
+        Called at every scan and as soon as the file grows, so a new log created empty and
+        then written is read at once, not at the next safety-net rescan.
+        """
+        now = self.clock.monotonic()
+        growing = tracked.size != previous_size
+        if growing and now - tracked.deferred_first < _MAX_COPY_WAIT_FACTOR * self.copy_wait:
+            tracked.deferred_since = now  # a copy in progress: wait for it to finish
+        if not self._may_be_copy(tracked) or now - tracked.deferred_since >= self.copy_wait:
+            tracked.role = FileRole.ACTIVE
 
     # -- recovery -----------------------------------------------------------------------------
 
@@ -367,10 +374,13 @@ class RotationAwareTailer:
                 and tracked.path not in changed_paths
             ):
                 continue
+            previous_size = tracked.size
             try:
                 size = tracked.fstat_size()
             except OSError:
                 continue
+            if tracked.role is FileRole.DEFERRED and size != previous_size:
+                self._review_deferral(tracked, previous_size)
             position = tracked.scan_pos if tracked.skipping else tracked.offset
             if size < tracked.offset or (
                 size > position and not tracked.skipping and not tracked.content_still_matches()
