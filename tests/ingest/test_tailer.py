@@ -458,6 +458,24 @@ def test_two_files_with_the_same_first_line_are_both_read_in_full(
     tailer.close()
 
 
+def test_a_new_log_created_empty_is_read_as_soon_as_it_is_written(tmp_path: Path) -> None:
+    """An empty new file may be a copy being made, so it waits; its first distinct line ends
+    the wait at once (on the watcher's modify event), without a rescan or copy_wait."""
+    a, b = tmp_path / "a.log", tmp_path / "b.log"
+    clock = make_clock()
+    append(a, *request_lines("A", 3))
+    tailer = new_tailer([tmp_path / "*.log"], clock, copy_wait=2.0)
+    assert len(drain(tailer).lines) == 3
+
+    b.touch()
+    assert drain(tailer).lines == []  # discovered empty: deferred
+    b_lines = request_lines("B", 2)
+    append(b, *b_lines)
+    got = drain(tailer, scan=False, changed={str(b)})  # no scan, no clock movement
+    assert got.by_file == {identity(b): bare(b_lines)}
+    tailer.close()
+
+
 def test_a_new_file_that_starts_like_a_tracked_one_and_keeps_growing_is_still_read(
     tmp_path: Path,
 ) -> None:
