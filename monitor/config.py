@@ -18,6 +18,7 @@ import os
 import re
 import types
 from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Union, get_args, get_origin
@@ -28,6 +29,7 @@ from pydantic_core import ErrorDetails
 
 from monitor.config_models import (
     DEFAULT_FIELD_UNITS,
+    MAX_LINE_BYTES_LIMIT,
     RESERVED_SOURCE_LABELS,
     BudgetConfig,
     BudgetMatch,
@@ -90,10 +92,80 @@ class _Problem:
 
 # --- YAML ----------------------------------------------------------------------------------
 
+# Limits on hostile input, far beyond any real configuration: deeper nesting (written out or
+# through aliases) or more values once aliases are expanded is a ConfigError, not a
+# RecursionError or a "billion laughs" exhausting memory.
+MAX_NESTING = 100
+MAX_EXPANDED_VALUES = 200_000
+_MAX_INT_DIGITS = 4300  # Python's own limit on int <-> decimal text (sys.int_info)
+_INT_LIMIT = 10**_MAX_INT_DIGITS
+
 
 class _ConfigYamlLoader(yaml.SafeLoader):
-    """SafeLoader with YAML 1.2 core-schema booleans and numbers, and no timestamps."""
+    """SafeLoader with YAML 1.2 core-schema booleans and numbers, and no timestamps.
 
+    It also refuses nesting deeper than MAX_NESTING, turns a scalar that its tag cannot
+    read (`!!int abc`, a 5,000-digit integer) into a ConstructorError with a position, and
+    keeps a merged mapping free of shadowed keys so chained `<<` merges cannot double it.
+    """
+
+    def __init__(self, stream: str) -> None:
+        self._depth = 0
+        super().__init__(stream)
+
+    def compose_node(self, parent: yaml.Node | None, index: int) -> yaml.Node | None:
+        self._depth += 1
+        try:
+            if self._depth > MAX_NESTING:
+                event = self.peek_event()  # type: ignore[no-untyped-call]  # untyped stub
+                raise yaml.composer.ComposerError(
+                    None, None, f"nested more than {MAX_NESTING} levels deep",
+                    event.start_mark)
+            return super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
+
+    def construct_object(self, node: yaml.Node, deep: bool = False) -> Any:
+        try:
+            return super().construct_object(node, deep)
+        except (ValueError, KeyError, TypeError, OverflowError) as exc:
+            tag = node.tag.removeprefix("tag:yaml.org,2002:")
+            raise yaml.constructor.ConstructorError(
+                None, None, f"cannot read this value as {tag}: {exc}",
+                node.start_mark) from exc
+
+    def construct_yaml_int(self, node: yaml.ScalarNode) -> int:
+        text = str(node.value)
+        if sum(char.isalnum() for char in text) > _MAX_INT_DIGITS:
+            raise yaml.constructor.ConstructorError(
+                None, None, f"integer too large: more than {_MAX_INT_DIGITS} digits",
+                node.start_mark)
+        value: int = super().construct_yaml_int(node)
+        if abs(value) >= _INT_LIMIT:  # 0x…, 0o… and 0b… literals pack more into each digit
+            raise yaml.constructor.ConstructorError(
+                None, None, f"integer too large: more than {_MAX_INT_DIGITS} decimal digits",
+                node.start_mark)
+        return value
+
+    def flatten_mapping(self, node: yaml.MappingNode) -> None:
+        super().flatten_mapping(node)
+        # A merged-in key that a later key shadows would be dropped by construction anyway;
+        # dropping it now keeps `{<<: [*a, *a]}` chains linear instead of doubling each time.
+        last: dict[tuple[str, str], int] = {}
+        for position, (key_node, _) in enumerate(node.value):
+            if isinstance(key_node, yaml.ScalarNode):
+                last[(key_node.tag, key_node.value)] = position
+        if len(last) < sum(isinstance(key, yaml.ScalarNode) for key, _ in node.value):
+            node.value = [
+                (key_node, value_node)
+                for position, (key_node, value_node) in enumerate(node.value)
+                if not isinstance(key_node, yaml.ScalarNode)
+                or last[(key_node.tag, key_node.value)] == position
+            ]
+
+
+_ConfigYamlLoader.add_constructor("tag:yaml.org,2002:int",
+                                  _ConfigYamlLoader.construct_yaml_int)
 
 _YAML11_ONLY_TAGS = {"tag:yaml.org,2002:bool", "tag:yaml.org,2002:int",
                      "tag:yaml.org,2002:float", "tag:yaml.org,2002:timestamp"}
@@ -113,6 +185,21 @@ for _tag, _pattern, _first_chars in (
 
 _MERGE_TAG = "tag:yaml.org,2002:merge"
 _NOT_A_KEY = object()
+_LINE_BREAK_RE = re.compile(r"\r\n|[\n\r\x85\u2028\u2029]")
+_CONTROL_CHAR_RE = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+
+
+def _one_line(text: str) -> str:
+    """`text` as a single line: line breaks joined with spaces, other controls escaped."""
+    joined = " ".join(part.strip() for part in text.splitlines() if part.strip())
+    escaped = _CONTROL_CHAR_RE.sub(lambda match: f"\\x{ord(match.group()):02x}", joined)
+    # A lone surrogate (from a "\ud800" escape) could not be printed to a UTF-8 stderr.
+    return escaped.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+def _line_at(text: str, position: int) -> int:
+    """The 1-based line of character `position`, counting line breaks as YAML does."""
+    return len(_LINE_BREAK_RE.findall(text, 0, position)) + 1
 
 
 def _yaml_error(exc: yaml.MarkedYAMLError, file: str) -> ConfigError:
@@ -124,7 +211,14 @@ def _yaml_error(exc: yaml.MarkedYAMLError, file: str) -> ConfigError:
                 exc.context_mark.line != mark.line):
             message += f" at line {exc.context_mark.line + 1}"
         message += ")"
-    return ConfigError(message, file=file, line=mark.line + 1 if mark is not None else None)
+    return ConfigError(_one_line(message), file=file,
+                       line=mark.line + 1 if mark is not None else None)
+
+
+def _reader_error(exc: yaml.reader.ReaderError, text: str, file: str) -> ConfigError:
+    return ConfigError(f"invalid YAML: character #x{exc.character:04x} is not allowed "
+                       f"({exc.reason}); write it as an escape in a double-quoted string",
+                       file=file, line=_line_at(text, exc.position))
 
 
 def _key_of(loader: _ConfigYamlLoader, key_node: yaml.Node) -> Any:
@@ -133,58 +227,100 @@ def _key_of(loader: _ConfigYamlLoader, key_node: yaml.Node) -> Any:
     return loader.construct_object(key_node)
 
 
-def _index_lines(loader: _ConfigYamlLoader, node: yaml.Node, path: KeyPath,
-                 lines: dict[KeyPath, int], problems: list[_Problem], *,
-                 ancestors: frozenset[int] = frozenset()) -> None:
-    """Record the line of every key and list item under `node`; report duplicate keys."""
-    if id(node) in ancestors:
-        return  # a recursive alias
-    ancestors = ancestors | {id(node)}
-    if isinstance(node, yaml.MappingNode):
+class _StopIndexing(Exception):
+    """The node tree cannot be used at all; carries the problem that says why."""
+
+    def __init__(self, problem: _Problem) -> None:
+        super().__init__(problem.message)
+        self.problem = problem
+
+
+@dataclass
+class _LineIndex:
+    """Walks the node tree once: the line of every key and list item, duplicate keys,
+    and the aliases that would make the data recursive, too deep or too large."""
+
+    loader: _ConfigYamlLoader
+    lines: dict[KeyPath, int]
+    problems: list[_Problem]
+    recursive: bool = False
+    visited: int = 0
+
+    def walk(self, node: yaml.Node, path: KeyPath, ancestors: frozenset[int]) -> None:
+        if id(node) in ancestors:
+            self.recursive = True
+            self.problems.append(_Problem(path, (
+                "recursive YAML alias: the value contains itself (an alias used inside "
+                "its own anchor)")))
+            return
+        self.visited += 1
+        if self.visited > MAX_EXPANDED_VALUES:
+            raise _StopIndexing(_Problem(path, (
+                f"more than {MAX_EXPANDED_VALUES} values once aliases are expanded; "
+                "check for aliases that multiply each other")))
+        if len(path) > MAX_NESTING:
+            raise _StopIndexing(_Problem(path, (
+                f"nested more than {MAX_NESTING} levels deep once aliases are expanded")))
+        ancestors = ancestors | {id(node)}
+        if isinstance(node, yaml.MappingNode):
+            self._walk_mapping(node, path, ancestors)
+        elif isinstance(node, yaml.SequenceNode):
+            for index, item in enumerate(node.value):
+                self.lines[(*path, index)] = item.start_mark.line + 1
+                self.walk(item, (*path, index), ancestors)
+
+    def _walk_mapping(self, node: yaml.MappingNode, path: KeyPath,
+                      ancestors: frozenset[int]) -> None:
         first_seen: dict[Any, int] = {}
         for key_node, _ in node.value:
-            key = _key_of(loader, key_node)
+            key = _key_of(self.loader, key_node)
             if key is _NOT_A_KEY:
                 continue
             line = key_node.start_mark.line + 1
             if key in first_seen:
-                problems.append(_Problem((*path, key), (
+                self.problems.append(_Problem((*path, key), (
                     f"duplicate key {key!r} (first set at line {first_seen[key]}); "
                     "YAML would silently keep only the last one"), line))
             else:
                 first_seen[key] = line
-        loader.flatten_mapping(node)  # `<<` merges become ordinary keys, explicit ones last
+        self.loader.flatten_mapping(node)  # `<<` merges become ordinary keys, explicit last
         for key_node, value_node in node.value:
-            key = _key_of(loader, key_node)
+            key = _key_of(self.loader, key_node)
             if key is _NOT_A_KEY:
                 continue
-            lines[(*path, key)] = key_node.start_mark.line + 1
-            _index_lines(loader, value_node, (*path, key), lines, problems,
-                         ancestors=ancestors)
-    elif isinstance(node, yaml.SequenceNode):
-        for index, item in enumerate(node.value):
-            lines[(*path, index)] = item.start_mark.line + 1
-            _index_lines(loader, item, (*path, index), lines, problems, ancestors=ancestors)
+            self.lines[(*path, key)] = key_node.start_mark.line + 1
+            self.walk(value_node, (*path, key), ancestors)
 
 
 def _read_yaml(text: str, file: str) -> tuple[Any, dict[KeyPath, int], list[_Problem]]:
     """The document's data, the line of each key path, and any duplicate-key problems."""
-    loader = _ConfigYamlLoader(text)
     lines: dict[KeyPath, int] = {}
     problems: list[_Problem] = []
+    loader: _ConfigYamlLoader | None = None
     try:
+        loader = _ConfigYamlLoader(text)  # checks every character up front
         node = loader.get_single_node()
         if node is None:
             return {}, lines, problems
         lines[()] = node.start_mark.line + 1
-        _index_lines(loader, node, (), lines, problems)
+        index = _LineIndex(loader, lines, problems)
+        try:
+            index.walk(node, (), frozenset())
+        except _StopIndexing as stop:
+            problems.append(stop.problem)
+            _raise_problems(problems, file, lines)
+        if index.recursive:
+            _raise_problems(problems, file, lines)
         data = loader.construct_document(node)
+    except yaml.reader.ReaderError as exc:
+        raise _reader_error(exc, text, file) from exc
     except yaml.MarkedYAMLError as exc:
-        raise _yaml_error(exc, file) from None
+        raise _yaml_error(exc, file) from exc
     except yaml.YAMLError as exc:
-        raise ConfigError(f"invalid YAML: {exc}", file=file) from None
+        raise ConfigError(_one_line(f"invalid YAML: {exc}"), file=file) from exc
     finally:
-        loader.dispose()
+        if loader is not None:
+            loader.dispose()
     return data, lines, problems
 
 
@@ -213,17 +349,27 @@ def _expand_string(text: str, path: KeyPath, environ: Mapping[str, str],
 
 
 def _expand_environment(value: Any, path: KeyPath, environ: Mapping[str, str],
-                        problems: list[_Problem]) -> Any:
-    """A copy of `value` with ${NAME} and $$ replaced in every string value (not keys)."""
+                        problems: list[_Problem], *,
+                        ancestors: frozenset[int] = frozenset()) -> Any:
+    """A copy of `value` with ${NAME} and $$ replaced in every string value (not keys).
+
+    A container inside itself (only possible from Python; the YAML reader refuses such
+    aliases first) is reported and replaced by None rather than followed forever.
+    """
     if isinstance(value, str):
         return _expand_string(value, path, environ, problems)
+    if not isinstance(value, dict | list):
+        return value
+    if id(value) in ancestors:
+        problems.append(_Problem(path, "recursive value: it contains itself"))
+        return None
+    ancestors = ancestors | {id(value)}
     if isinstance(value, dict):
-        return {key: _expand_environment(item, (*path, key), environ, problems)
+        return {key: _expand_environment(item, (*path, key), environ, problems,
+                                         ancestors=ancestors)
                 for key, item in value.items()}
-    if isinstance(value, list):
-        return [_expand_environment(item, (*path, index), environ, problems)
-                for index, item in enumerate(value)]
-    return value
+    return [_expand_environment(item, (*path, index), environ, problems, ancestors=ancestors)
+            for index, item in enumerate(value)]
 
 
 # --- pydantic errors to problems -----------------------------------------------------------
@@ -345,7 +491,7 @@ def _problems_from(exc: ValidationError) -> Iterator[_Problem]:
 
 # --- assembling the error ------------------------------------------------------------------
 
-_PLAIN_KEY_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]*$")
+_PLAIN_KEY_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_-]*")
 
 
 def format_key_path(path: KeyPath) -> str:
@@ -354,7 +500,7 @@ def format_key_path(path: KeyPath) -> str:
     for part in path:
         if isinstance(part, int) and not isinstance(part, bool):
             text += f"[{part}]"
-        elif isinstance(part, str) and _PLAIN_KEY_RE.match(part):
+        elif isinstance(part, str) and _PLAIN_KEY_RE.fullmatch(part):
             text += f".{part}" if text else part
         else:
             text += f"[{part!r}]"
@@ -376,8 +522,8 @@ def _raise_problems(problems: list[_Problem], file: str, lines: Mapping[KeyPath,
         ((_line_of(problem, lines), order, problem) for order, problem in enumerate(problems)),
         key=lambda item: (item[0] is None, item[0] or 0, item[1]),
     )
-    rendered = [ConfigError(problem.message, file=file, line=line,
-                            key=format_key_path(problem.path) or None)
+    rendered = [ConfigError(_one_line(problem.message), file=file, line=line,
+                            key=_one_line(format_key_path(problem.path)) or None)
                 for line, _, problem in located]
     first = rendered[0]
     message = first.message + "".join(f"\n{error}" for error in rendered[1:])
@@ -415,13 +561,36 @@ def _build_config(data: Any, *, file: str, lines: Mapping[KeyPath, int],
 # --- the public entry points ---------------------------------------------------------------
 
 
+@contextmanager
+def _only_config_errors(file: str) -> Iterator[None]:
+    """The loader's boundary: whatever hostile text makes the YAML reader or a validator
+    raise comes out as a one-line ConfigError naming the file (the cause chained)."""
+    try:
+        yield
+    except ConfigError:
+        raise
+    except RecursionError as exc:
+        raise ConfigError("the configuration is nested too deeply to read (nesting, "
+                          "aliases or merge keys)", file=file) from exc
+    except (ValueError, TypeError, LookupError, ArithmeticError, AttributeError,
+            yaml.YAMLError) as exc:
+        raise ConfigError(_one_line(f"cannot load the configuration: {type(exc).__name__}: "
+                                    f"{exc}"), file=file) from exc
+
+
 def parse_config(text: str, *, file: str = "<config>", base_dir: Path | None = None,
                  environ: Mapping[str, str] | None = None) -> Config:
-    """Validate YAML `text`; relative paths resolve against `base_dir` (default: cwd)."""
-    data, lines, problems = _read_yaml(text, file)
-    context = LoadContext(base_dir=base_dir if base_dir is not None else Path.cwd(),
-                          environ=environ if environ is not None else os.environ)
-    return _build_config(data, file=file, lines=lines, problems=problems, context=context)
+    """Validate YAML `text`; relative paths resolve against `base_dir` (default: cwd).
+
+    Any problem, however malformed the text, raises ConfigError: one line per problem,
+    each naming the file (and the line and key where known).
+    """
+    with _only_config_errors(file):
+        data, lines, problems = _read_yaml(text, file)
+        context = LoadContext(base_dir=base_dir if base_dir is not None else Path.cwd(),
+                              environ=environ if environ is not None else os.environ)
+        return _build_config(data, file=file, lines=lines, problems=problems,
+                             context=context)
 
 
 def load_config(path: str | os.PathLike[str], *,
@@ -434,6 +603,8 @@ def load_config(path: str | os.PathLike[str], *,
         raise ConfigError(f"cannot read config file: {exc.strerror or exc}", file=file) from exc
     except UnicodeDecodeError as exc:
         raise ConfigError("config file is not UTF-8 text", file=file) from exc
+    except ValueError as exc:  # a NUL in the path
+        raise ConfigError(f"cannot read config file: {exc}", file=_one_line(file)) from exc
     return parse_config(text, file=file, base_dir=Path(file).absolute().parent,
                         environ=environ)
 
@@ -444,12 +615,14 @@ def default_config(**overrides: Any) -> Config:
     Overrides are plain values (`storage={"path": "./var/demo"}`) and go through the same
     expansion and validation as a file; relative paths resolve against the working directory.
     """
-    return _build_config(dict(overrides), file=DEFAULTS_FILE, lines={}, problems=[],
-                         context=LoadContext())
+    with _only_config_errors(DEFAULTS_FILE):
+        return _build_config(dict(overrides), file=DEFAULTS_FILE, lines={}, problems=[],
+                             context=LoadContext())
 
 
 __all__ = [
     "DEFAULT_FIELD_UNITS",
+    "MAX_LINE_BYTES_LIMIT",
     "RESERVED_SOURCE_LABELS",
     "AlertmanagerForwardConfig",
     "Authorization",

@@ -33,6 +33,7 @@ from monitor.config_types import (
     ConfigModel,
     ConfigPath,
     Duration,
+    ExcludePattern,
     GlobPattern,
     HostPort,
     HttpUrl,
@@ -168,26 +169,34 @@ class FieldSpec(ConfigModel):
     path: Annotated[str, AfterValidator(_check_dotted_path)]
     unit: TimeUnit | None = None
 
-    @property
-    def keys(self) -> tuple[str, ...]:
-        """The path split into its object keys."""
-        return tuple(self.path.split("."))
-
 
 def _regex_map_patterns(patterns: dict[str, str]) -> dict[str, re.Pattern[str]]:
     return {path: compile_regex(pattern) for path, pattern in patterns.items()}
 
 
+MAX_LINE_BYTES_LIMIT = 64 * 1024 * 1024
+"""The largest `max_line_bytes`: the tailer holds a whole line in memory to read it."""
+
+
 class SourceConfig(ConfigModel):
     """One group of log files read with one schema.
 
+    `exclude_paths` entries come in two kinds, told apart by `"/" in pattern`: without a
+    `/` (`*.gz`) a pattern is kept as written and matches the base name of any file under
+    the source; with a `/` (`logs/old-*.log`) it is a path glob, made absolute against the
+    config file's directory like `paths`, and matches the whole path.
+
     `include`/`exclude` map a dotted path in the line to a regex matched with `re.search`
-    (anchor it yourself); `include_patterns`/`exclude_patterns` hold them compiled.
+    (anchor it yourself); `include_patterns`/`exclude_patterns` hold them compiled, keyed
+    by the same dotted path, built once per loaded config.
     """
 
     name: NonEmptyStr
     paths: tuple[GlobPattern, ...] = Field(min_length=1)
-    exclude_paths: tuple[GlobPattern, ...] = ()
+    exclude_paths: tuple[ExcludePattern, ...] = Field(default=(), description=(
+        "Files to leave out. A pattern without '/' (e.g. '*.gz') is kept verbatim and "
+        "matches each file's base name; a pattern with '/' is a path glob resolved against "
+        "the config file's directory and matches the full path."))
     log_schema: Literal["inference", "api_usage", "custom"] = Field(alias="schema")
     start_at: Literal["beginning", "end"] = "beginning"
     labels: dict[LabelName, str] = Field(default_factory=dict)
@@ -201,11 +210,21 @@ class SourceConfig(ConfigModel):
 
     @cached_property
     def include_patterns(self) -> dict[str, re.Pattern[str]]:
+        """`include` compiled: dotted path -> pattern (computed once, then cached)."""
         return _regex_map_patterns(self.include)
 
     @cached_property
     def exclude_patterns(self) -> dict[str, re.Pattern[str]]:
+        """`exclude` compiled: dotted path -> pattern (computed once, then cached)."""
         return _regex_map_patterns(self.exclude)
+
+    @field_validator("max_line_bytes")
+    @classmethod
+    def _cap_max_line_bytes(cls, value: int) -> int:
+        if value > MAX_LINE_BYTES_LIMIT:
+            raise ValueError(f"must be at most 64MiB ({MAX_LINE_BYTES_LIMIT} bytes), since "
+                             f"a whole line is held in memory (got {value} bytes)")
+        return value
 
     @field_validator("fields", mode="before")
     @classmethod
@@ -445,6 +464,7 @@ class Config(ConfigModel):
 
 __all__ = [
     "DEFAULT_FIELD_UNITS",
+    "MAX_LINE_BYTES_LIMIT",
     "RESERVED_SOURCE_LABELS",
     "BudgetConfig",
     "BudgetMatch",

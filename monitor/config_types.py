@@ -116,7 +116,12 @@ def _to_seconds(value: object) -> float:
         if value < 0:
             raise config_problem((), "a duration cannot be negative")
         raise ValueError(f"a bare number is not a duration: add a unit, e.g. {value}s")
-    return parse_duration(value.strip())
+    if _too_many_digits(value):
+        raise ValueError(f"duration is too long (more than {_MAX_NUMBER_DIGITS} digits)")
+    try:
+        return parse_duration(value.strip())
+    except OverflowError:
+        raise ValueError("duration is too long") from None
 
 
 def _require_positive_duration(seconds: float) -> float:
@@ -133,9 +138,18 @@ PositiveDuration = Annotated[
 ]
 
 
+_MAX_NUMBER_DIGITS = 30  # more digits than any size or duration can sensibly need
+
+
+def _too_many_digits(text: str) -> bool:
+    return sum(char.isdigit() for char in text) > _MAX_NUMBER_DIGITS
+
+
 def _to_bytes(value: object) -> int:
     if not isinstance(value, int | str):
         raise config_problem((), "must be a byte size such as 1048576 or 1MiB")
+    if isinstance(value, str) and _too_many_digits(value):
+        raise ValueError(f"byte size is too large (more than {_MAX_NUMBER_DIGITS} digits)")
     return parse_bytes(value)
 
 
@@ -217,7 +231,15 @@ def compile_regex(pattern: str) -> re.Pattern[str]:
     try:
         return re.compile(pattern)
     except re.error as exc:
-        raise ValueError(f"invalid regular expression {pattern!r}: {exc}") from None
+        raise ValueError(f"invalid regular expression {_shorten(pattern)}: {exc}") from None
+    except (OverflowError, RecursionError) as exc:  # `a{9999999999}`, thousands of nested (
+        raise ValueError(f"regular expression {_shorten(pattern)} is too large or too deeply "
+                         f"nested: {exc}") from None
+
+
+def _shorten(text: str) -> str:
+    shown = repr(text)
+    return shown if len(shown) <= 80 else shown[:77] + "..."
 
 
 def _check_regex(pattern: str) -> str:
@@ -264,6 +286,14 @@ def _resolve_glob(value: str, info: ValidationInfo) -> str:
     return str(load_context(info).resolve(value))
 
 
+def _resolve_exclude_pattern(value: str, info: ValidationInfo) -> str:
+    if not value.strip():
+        raise ValueError("must not be empty")
+    if "/" not in value:
+        return value  # a base-name pattern: matched against each file's name, kept verbatim
+    return str(load_context(info).resolve(value))
+
+
 NonEmptyStr = Annotated[str, AfterValidator(_check_non_empty)]
 LabelName = Annotated[str, AfterValidator(_check_label_name)]
 RegexPattern = Annotated[str, AfterValidator(_check_regex)]
@@ -274,6 +304,10 @@ ConfigPath = Annotated[Path, AfterValidator(_resolve_path)]
 """A file path; relative paths are made absolute against the config file's directory."""
 GlobPattern = Annotated[str, AfterValidator(_resolve_glob)]
 """A glob; relative globs are made absolute against the config file's directory."""
+ExcludePattern = Annotated[str, AfterValidator(_resolve_exclude_pattern)]
+"""A pattern without `/` (`*.gz`) is kept as written and matches a file's base name; one
+with `/` is a path glob, made absolute against the config file's directory like GlobPattern.
+A consumer tells them apart by `"/" in pattern`."""
 
 
 def _check_secret_value(value: SecretStr) -> SecretStr:

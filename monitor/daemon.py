@@ -195,6 +195,8 @@ class Daemon:
             with contextlib.suppress(Exception, asyncio.CancelledError):
                 await task
         self._tasks.clear()
+        if self.ingest is not None and not self.ingest.final_commit_ok:
+            crashed = True  # exit non-zero: the last lines read were not committed
         if self._scheduler is not None:
             self._scheduler.shutdown(wait=False)
             self._scheduler = None
@@ -205,7 +207,10 @@ class Daemon:
             self._state_store.close()
             self._state_store = None
         self.state = RunState.CRASHED if crashed else RunState.STOPPED
-        log.info("inferwatch %s", "crashed" if crashed else "stopped")
+        if crashed:
+            log.error("inferwatch crashed")
+        else:
+            log.info("inferwatch stopped")
 
     async def run(self) -> int:
         """Start, serve until SIGTERM/SIGINT (SIGHUP reloads), stop; the exit status."""
@@ -237,18 +242,45 @@ class Daemon:
         async with self._reload_lock:
             self.state = RunState.RELOADING
             self.notifier.reloading(status="reloading configuration")
+            error: str | None = None
             try:
                 new = self._load(self.config_path)
+                error = self._refuse(new)
+                if error is None:
+                    self._apply(new)
             except ConfigError as exc:
-                log.error("reload failed, keeping the running configuration: %s", exc)
-                self.state = RunState.RUNNING
+                error = str(exc)
+            except Exception as exc:  # a loader bug must not leave the daemon half-reloaded
+                log.exception("unexpected error while reloading")
+                error = f"unexpected {type(exc).__name__}: {exc}"
+            finally:
+                if self.state is RunState.RELOADING:
+                    self.state = RunState.RUNNING
+            if error is not None:
+                log.error("reload failed, keeping the running configuration: %s", error)
                 self.notifier.ready(status="reload failed; running the previous configuration")
-                return str(exc)
-            self._apply(new)
-            self.state = RunState.RUNNING
+                return error
             self.notifier.ready(status=f"listening on {self.listen_url}")
             log.info("configuration reloaded from %s", self.config_path)
             return None
+
+    def _refuse(self, new: Config) -> str | None:
+        """Why `new` cannot be applied to the running daemon, if it cannot.
+
+        The listen address only changes at a restart, so the new token settings are checked
+        against the address actually bound: a reload must not drop the token of a daemon
+        that keeps listening beyond loopback.
+        """
+        running, wanted = self.config.server, new.server
+        if (
+            not running.listens_on_loopback
+            and wanted.bearer_token is None
+            and not wanted.allow_unauthenticated
+        ):
+            return (f"the daemon keeps listening on {running.listen} until a restart; a "
+                    f"reload cannot remove its bearer token (set server.bearer_token_file, "
+                    f"or server.allow_unauthenticated: true, or restart to change the address)")
+        return None
 
     def _apply(self, new: Config) -> None:
         old = self.config
@@ -267,7 +299,7 @@ class Daemon:
     async def _watchdog(self) -> None:
         assert self.ingest is not None
         silent_for = self.clock.monotonic() - self.ingest.last_tick
-        if silent_for <= self.config.ingest.rescan_interval + STALL_GRACE_S:
+        if silent_for <= self.ingest.max_wait + STALL_GRACE_S:
             self.notifier.watchdog()
         else:
             log.error("ingestion loop silent for %.0f s; withholding the watchdog ping",

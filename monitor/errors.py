@@ -2,7 +2,6 @@
 
     InferwatchError                 base of every error this package raises on purpose
     ├── ConfigError                 a configuration file is invalid (names file, line, key)
-    ├── UsageError                  a command line is invalid
     └── RuntimeFailure              the daemon cannot run here (exit status 1)
         ├── StateError              the SQLite state file is unusable (corrupt, foreign, too new)
         └── StartupError            e.g. the listen address is taken
@@ -47,10 +46,6 @@ class ConfigError(InferwatchError):
             where += ": "
         key = f"{self.key}: " if self.key else ""
         return f"{where}{key}{self.message}"
-
-
-class UsageError(InferwatchError):
-    """A command line that cannot be carried out as given."""
 
 
 class RuntimeFailure(InferwatchError):

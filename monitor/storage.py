@@ -83,6 +83,15 @@ class StateStore:
         except OSError as exc:
             raise StateError(f"cannot create state directory {directory}: {exc}") from exc
         if not self.path.exists():
+            leftovers = [p for p in (Path(f"{self.path}-wal"), Path(f"{self.path}-shm"))
+                         if p.exists()]
+            if leftovers:
+                # SQLite would replay an old -wal into the new file: half old state, half new.
+                raise StateError(
+                    f"{self.path} is missing but {', '.join(map(str, leftovers))} remain "
+                    f"from it; delete them too for a fresh start (every log is then read "
+                    f"again per start_at), or put the state file back"
+                )
             self._create()
         self._conn = self._open_existing()
 

@@ -1,4 +1,4 @@
-"""Prometheus-style durations (`30s`, `1h30m`, `7d`) and byte sizes (`1MiB`), parsed and printed."""
+"""Prometheus-style durations (`30s`, `1h30m`, `7d`) and byte sizes (`1MiB`), parsed."""
 
 from __future__ import annotations
 
@@ -32,20 +32,6 @@ def parse_duration(text: str) -> float:
         if value is not None:
             seconds += int(value) * unit_seconds
     return seconds
-
-
-def format_duration(seconds: float) -> str:
-    """The shortest Prometheus duration for `seconds` (millisecond resolution)."""
-    millis = round(seconds * 1000)
-    if millis == 0:
-        return "0s"
-    parts = []
-    for unit, unit_seconds in _DURATION_UNITS:
-        unit_millis = round(unit_seconds * 1000)
-        count, millis = divmod(millis, unit_millis)
-        if count:
-            parts.append(f"{count}{unit}")
-    return "".join(parts)
 
 
 def parse_bytes(value: int | str) -> int:

@@ -3,15 +3,23 @@ name file, line and key."""
 
 from __future__ import annotations
 
+import argparse
+import re
 import textwrap
+import time
 from decimal import Decimal
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
+from monitor.cli import cmd_check_config
 from monitor.config import (
+    MAX_LINE_BYTES_LIMIT,
     Config,
     ConfigError,
+    FieldSpec,
     Matcher,
     SourceConfig,
     default_config,
@@ -576,10 +584,85 @@ def test_source_defaults_and_custom_fields(tmp_path: Path) -> None:
     assert source.fields is not None
     assert (source.fields["timestamp"].path, source.fields["timestamp"].unit) == ("ts", "ms")
     assert source.fields["duration"].unit == "ms"
-    assert source.fields["duration"].keys == ("latency", "total")
+    assert source.fields["duration"].path == "latency.total"
     assert source.fields["ttft"].unit == "s"
     assert source.fields["model"].unit is None
     assert source.include_patterns["req.model"].search("deepseek-chat")
+
+
+def test_compiled_include_and_exclude_patterns_are_cached_by_dotted_path(
+        tmp_path: Path) -> None:
+    source = load(tmp_path, """\
+        sources:
+          - name: a
+            paths: [a.log]
+            schema: inference
+            include: {req.model: "^deepseek-", status: "^2"}
+            exclude: {req.user: "^test-"}
+        """).sources[0]
+    assert list(source.include_patterns) == ["req.model", "status"]
+    assert all(isinstance(p, re.Pattern) for p in source.include_patterns.values())
+    assert source.include_patterns["status"].pattern == "^2"
+    assert source.exclude_patterns["req.user"].search("test-42")
+    assert source.include_patterns is source.include_patterns
+    assert source.exclude_patterns is source.exclude_patterns
+
+
+def test_field_spec_has_no_keys_helper() -> None:
+    assert not hasattr(FieldSpec, "keys")
+
+
+def test_exclude_paths_without_a_slash_match_base_names_and_stay_verbatim(
+        tmp_path: Path) -> None:
+    source = load(tmp_path, """\
+        sources:
+          - name: a
+            paths: [/var/log/app/*.log]
+            schema: inference
+            exclude_paths: ["*.gz", "old-*", "logs/skip-*.log", /var/log/app/tmp/*, ./x.log]
+        """).sources[0]
+    assert source.exclude_paths == (
+        "*.gz", "old-*", str(tmp_path / "logs" / "skip-*.log"), "/var/log/app/tmp/*",
+        str(tmp_path / "x.log"))
+    description = SourceConfig.model_fields["exclude_paths"].description or ""
+    assert "without '/'" in description and "base name" in description
+
+
+def test_exclude_paths_entries_must_not_be_empty(tmp_path: Path) -> None:
+    error = load_error(tmp_path, """\
+        sources:
+          - {name: a, paths: [a.log], schema: inference, exclude_paths: [" "]}
+        """)
+    assert error.key == "sources[0].exclude_paths[0]" and "must not be empty" in str(error)
+
+
+@pytest.mark.parametrize(("size", "expected"), [
+    ("1KiB", 1024), ("64MiB", 64 * 1024 * 1024), (67108864, 67108864)])
+def test_max_line_bytes_up_to_64_mib(tmp_path: Path, size: object, expected: int) -> None:
+    source = load(tmp_path, f"""\
+        sources:
+          - {{name: a, paths: [a.log], schema: inference, max_line_bytes: {size}}}
+        """).sources[0]
+    assert source.max_line_bytes == expected
+    assert MAX_LINE_BYTES_LIMIT == 64 * 1024 * 1024
+
+
+def test_max_line_bytes_defaults_to_1_mib(tmp_path: Path) -> None:
+    config = load(tmp_path, "sources: [{name: a, paths: [a.log], schema: inference}]\n")
+    assert config.sources[0].max_line_bytes == 1024 * 1024
+
+
+@pytest.mark.parametrize("size", ["64GiB", "67108865", "65MiB", "9" * 40])
+def test_max_line_bytes_above_64_mib_is_refused(tmp_path: Path, size: str) -> None:
+    error = load_error(tmp_path, f"""\
+        sources:
+          - name: a
+            paths: [a.log]
+            schema: inference
+            max_line_bytes: {size}
+        """)
+    assert (error.line, error.key) == (5, "sources[0].max_line_bytes")
+    assert "64MiB" in str(error) or "too large" in str(error)
 
 
 def test_state_directory_is_the_default_storage_path(tmp_path: Path) -> None:
@@ -808,3 +891,210 @@ def test_format_key_path() -> None:
     assert format_key_path(("sources", 0, "include", "usage.total")) == (
         "sources[0].include['usage.total']")
     assert format_key_path(()) == ""
+
+
+# --- hostile input: only ever a ConfigError, one line per problem --------------------------
+
+
+def assert_one_line_per_problem(error: ConfigError, file: str) -> None:
+    for line in str(error).splitlines():
+        assert line.startswith(f"{file}:"), str(error)
+    assert "\n" not in error.message.splitlines()[0]
+
+
+def test_control_character_names_its_line(tmp_path: Path) -> None:
+    error = load_error(tmp_path, "namespace: a\nserver: {listen: b\x07}\n")
+    file = str(tmp_path / "inferwatch.yml")
+    assert (error.file, error.line) == (file, 2)
+    assert str(error) == (f"{file}:2: invalid YAML: character #x0007 is not allowed (special "
+                          "characters are not allowed); write it as an escape in a "
+                          "double-quoted string")
+
+
+@pytest.mark.parametrize("character", ["\x00", "\x1b", "\ud800", "\ufffe"])
+def test_unreadable_characters_are_config_errors(character: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        parse_config(f"namespace: x\nsources: []\n# {character}\n", environ={})
+    assert caught.value.line == 3
+    assert len(str(caught.value).splitlines()) == 1
+
+
+def test_recursive_alias_names_file_line_and_key(tmp_path: Path) -> None:
+    error = load_error(tmp_path, """\
+        namespace: x
+        sources: &x [ {name: a, paths: *x, schema: inference} ]
+        """)
+    assert (error.line, error.key) == (2, "sources[0].paths")
+    assert "recursive YAML alias" in str(error)
+    assert len(str(error).splitlines()) == 1
+
+
+def test_recursive_mapping_alias() -> None:
+    with pytest.raises(ConfigError, match=r"^<config>:1: a\.b: recursive YAML alias"):
+        parse_config("a: &m {b: *m}\n", environ={})
+
+
+def test_shared_aliases_that_are_not_recursive_still_load(tmp_path: Path) -> None:
+    config = load(tmp_path, """\
+        sources:
+          - {name: a, paths: &paths [a.log, b.log], schema: inference}
+          - {name: b, paths: *paths, schema: api_usage}
+        """)
+    assert config.sources[0].paths == config.sources[1].paths
+
+
+@pytest.mark.parametrize(("opening", "closing"), [("[", "]"), ("{a: ", "}")])
+def test_deep_nesting_is_a_config_error(opening: str, closing: str) -> None:
+    text = "sources: " + opening * 5000 + closing * 5000 + "\n"
+    with pytest.raises(ConfigError) as caught:
+        parse_config(text, file="deep.yml", environ={})
+    assert str(caught.value).startswith("deep.yml:1: invalid YAML: nested more than")
+
+
+def test_deep_nesting_through_aliases_is_a_config_error() -> None:
+    text = "d0: &d0 [[[[[[[[[[]]]]]]]]]]\n" + "".join(
+        f"d{i}: &d{i} [[[[[[[[[[*d{i - 1}]]]]]]]]]]\n" for i in range(1, 600))
+    with pytest.raises(ConfigError, match="nested more than 100 levels deep"):
+        parse_config(text, environ={})
+
+
+def test_alias_bomb_is_refused_quickly() -> None:
+    text = "a0: &a0 [x, x, x, x, x, x, x, x, x, x]\n" + "".join(
+        f"a{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 10)}]\n" for i in range(1, 10))
+    started = time.monotonic()
+    with pytest.raises(ConfigError, match="once aliases are expanded"):
+        parse_config(text, environ={})
+    assert time.monotonic() - started < 10
+
+
+def test_chained_merge_keys_do_not_double_in_size() -> None:
+    text = "m0: &m0 {k0: 1}\n" + "".join(
+        f"m{i}: &m{i} {{<<: [*m{i - 1}, *m{i - 1}], k{i}: 1}}\n" for i in range(1, 80))
+    with pytest.raises(ConfigError) as caught:
+        parse_config(text, environ={})
+    assert "unknown key 'm0'" in str(caught.value)
+
+
+def test_merge_keys_keep_yaml_precedence(tmp_path: Path) -> None:
+    config = load(tmp_path, """\
+        sources:
+          - &a {name: a, paths: [a.log], schema: inference, start_at: end}
+          - &b {name: b, paths: [b.log], schema: api_usage, start_at: beginning}
+          - <<: [*a, *b]
+            name: c
+        """)
+    merged = config.sources[2]
+    assert (merged.name, merged.log_schema, merged.start_at) == ("c", "inference", "end")
+    assert merged.paths == (str(tmp_path / "a.log"),)
+
+
+@pytest.mark.parametrize("literal", ["1" * 5000, "-" + "9" * 4301, "0x" + "f" * 4000])
+def test_huge_integer_literal_is_a_config_error(literal: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        parse_config(f"namespace: x\nscrape_interval: {literal}\n", environ={})
+    assert caught.value.line == 2
+    assert "integer too large" in str(caught.value)
+
+
+def test_large_but_readable_integer_is_just_a_wrong_value() -> None:
+    with pytest.raises(ConfigError, match=r"scrape_interval: a bare number is not a duration"):
+        parse_config(f"scrape_interval: {'9' * 4300}\n", environ={})
+
+
+@pytest.mark.parametrize(("value", "message"), [
+    ("!!int abc", "cannot read this value as int"),
+    ("!!float abc", "cannot read this value as float"),
+    ("!!bool maybe", "cannot read this value as bool"),
+    ("!!timestamp 2020-99-99", "cannot read this value as timestamp"),
+    ("!!binary 'a'", "failed to decode base64"),
+    ("!!python/object:os.system x", "could not determine a constructor"),
+])
+def test_values_their_tag_cannot_read(value: str, message: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        parse_config(f"namespace: x\nserver: {{listen: {value}}}\n", environ={})
+    assert caught.value.line == 2 and message in str(caught.value)
+
+
+@pytest.mark.parametrize(("text", "key", "message"), [
+    ("scrape_interval: " + "9" * 400 + "y\n", "scrape_interval", "duration is too long"),
+    ("scrape_interval: " + "9" * 30 + "0ms\n", "scrape_interval", "duration is too long"),
+    ("processes: [{name: p, match: '" + "(" * 3000 + ")" * 3000 + "'}]\n",
+     "processes[0].match", "too deeply nested"),
+    ("processes: [{name: p, match: 'a{4294967296}'}]\n", "processes[0].match", "too large"),
+])
+def test_values_that_overflow_are_config_errors(text: str, key: str, message: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        parse_config(text, environ={})
+    assert caught.value.key == key and message in str(caught.value)
+
+
+@pytest.mark.parametrize(("text", "key"), [
+    ('server: {listen: "a\\nb:80"}\n', "server.listen"),
+    ('notify: {route: {receiver: r, routes: [{matchers: ["a=\\"x\\u2028y\\"z\\""]}]}, '
+     "receivers: [{name: r}]}\n", "notify.route.routes[0].matchers[0]"),
+    ('namespace: "\\e[31m\\x85"\n', "namespace"),
+])
+def test_every_problem_is_one_line(text: str, key: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        parse_config(text + "scrape_interval: 5\n", environ={})
+    error = caught.value
+    lines = str(error).splitlines()
+    assert len(lines) == 2, lines
+    assert error.key == key and lines[0].startswith(f"<config>:1: {key}: ")
+    assert lines[1].startswith("<config>:")
+    assert not any(ch in error.message.split("\n")[0] for ch in "\r\x1b\x85\u2028")
+
+
+def test_odd_keys_are_quoted_on_one_line() -> None:
+    with pytest.raises(ConfigError) as caught:
+        parse_config('"ab\\n": 1\n', environ={})
+    assert str(caught.value) == "<config>:1: ['ab\\n']: unknown key 'ab\\n'"
+    assert format_key_path(("ok", "x\n")) == "ok['x\\n']"
+
+
+def test_load_config_with_a_nul_in_the_path() -> None:
+    with pytest.raises(ConfigError, match="cannot read config file"):
+        load_config("bad\x00name.yml")
+
+
+def test_check_config_prints_one_line_per_problem_and_no_traceback(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = tmp_path / "inferwatch.yml"
+    path.write_text("sources: &x [ {name: a, paths: *x, schema: inference} ]\n"
+                    "namespace: a\x07\n", encoding="utf-8")
+    assert cmd_check_config(argparse.Namespace(path=str(path))) == 1
+    err = capsys.readouterr().err
+    assert err == f"inferwatch: {path}:2: invalid YAML: character #x0007 is not allowed " \
+                  "(special characters are not allowed); write it as an escape in a " \
+                  "double-quoted string\n"
+
+    path.write_text("a: " + "[" * 5000 + "]" * 5000 + "\n", encoding="utf-8")
+    assert cmd_check_config(argparse.Namespace(path=str(path))) == 1
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and len(err.splitlines()) == 1
+
+
+_YAML_PIECES = [
+    "{", "}", "[", "]", ":", ": ", "- ", ", ", "\n", "  ", "#", "'", '"', "|", ">", "? ",
+    "&a ", "*a", "&b ", "*b", "<<: ", "!!int ", "!!bool ", "!!float ", "!!timestamp ",
+    "!!binary ", "!!set ", "!!omap ", "!!python/name:os.system ", "!x ", "%YAML 1.1\n",
+    "---\n", "...\n", "${X}", "${", "$$", "\\x07", "\\ud800", "\\e", "0x", "1e999", ".nan",
+    "9" * 4400, "~", "\t", "\r", "\x85", "\u2028", "\ufeff", "\x00", "\x07", "sources",
+    "name", "paths", "schema", "inference", "custom", "fields", "max_line_bytes", "64GiB",
+    "exclude_paths", "include", "notify", "route", "receiver", "receivers", "matchers",
+    "timezone", "listen", "scrape_interval", "99999999999999999999999999999999y", "(((",
+]
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(text=st.one_of(
+    st.binary(max_size=300).map(lambda data: data.decode("latin-1")),
+    st.binary(max_size=300).map(lambda data: data.decode("utf-8", "surrogateescape")),
+    st.text(max_size=200),
+    st.lists(st.sampled_from(_YAML_PIECES), max_size=60).map("".join),
+))
+def test_hostile_text_gives_only_config_errors(text: str) -> None:
+    try:
+        parse_config(text, file="fuzz.yml", environ={"X": "1"})
+    except ConfigError as error:
+        assert_one_line_per_problem(error, "fuzz.yml")

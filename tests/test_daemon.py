@@ -32,6 +32,7 @@ from monitor.daemon import Daemon, RunState
 from monitor.demo.lines import GeneratedLine
 from monitor.demo.workload import generate_lines
 from monitor.errors import StartupError, StateError
+from monitor.ingest.checkpoint import CheckpointWriter
 from monitor.ingest.watch import Changes
 from monitor.sdnotify import SystemdNotifier
 
@@ -311,6 +312,36 @@ async def test_ingestion_crash_ends_run_with_status_1_and_logs_crashed(
     assert state_fds(layout.state) == []
 
 
+async def test_a_failed_final_commit_ends_run_with_status_1_and_logs_crashed(
+        layout: Layout, daemons: list[Daemon], monkeypatch: pytest.MonkeyPatch,
+        caplog: pytest.LogCaptureFixture) -> None:
+    append(layout.logs["inference"], list(generate_lines(20, "inference", seed=91)))
+    layout.write(["inference"])
+    daemon = make_daemon(layout, daemons)
+    failing = False
+    real_commit = CheckpointWriter.commit
+
+    def commit(self: CheckpointWriter, work: Any) -> bool:
+        return False if failing else real_commit(self, work)
+
+    monkeypatch.setattr(CheckpointWriter, "commit", commit)
+    caplog.set_level(logging.INFO, logger="monitor")
+    task = asyncio.create_task(daemon.run())
+
+    async def running() -> bool:
+        return daemon.state is RunState.RUNNING
+    await until(running, "the daemon to run")
+    await wait_ready(daemon)
+    failing = True  # the disk fills up: the last commit, at the stop, fails
+    daemon.request_stop()
+    assert await asyncio.wait_for(task, WAIT_S) == 1
+    assert daemon.state is RunState.CRASHED
+    messages = [r.getMessage() for r in caplog.records]
+    assert "inferwatch crashed" in messages
+    assert "inferwatch stopped" not in messages
+    assert state_fds(layout.state) == []
+
+
 async def test_a_partial_last_line_does_not_hold_back_readiness(
         layout: Layout, daemons: list[Daemon], truth: Any, parse_exposition: Any,
         compare_samples: Any) -> None:
@@ -479,6 +510,61 @@ async def test_reload_replaces_the_bearer_token(layout: Layout, daemons: list[Da
     assert str(token_file) in error
     assert (await fetch(daemon, "/-/ready", headers=second))[0] in (200, 503)
     assert (await fetch(daemon, "/-/ready", headers=first))[0] == 401
+
+
+async def test_reload_cannot_drop_the_token_of_a_daemon_listening_beyond_loopback(
+        layout: Layout, daemons: list[Daemon]) -> None:
+    token_file = layout.root / "token"
+    token_file.write_text("kept-token\n")
+    layout.write(["inference"], server={"listen": f"0.0.0.0:{layout.port}",
+                                        "bearer_token_file": str(token_file)})
+    daemon = make_daemon(layout, daemons)
+    await daemon.start()
+    token = {"Authorization": "Bearer kept-token"}
+    assert (await fetch(daemon, "/-/ready"))[0] == 401
+
+    # Valid on its own (loopback needs no token), but the socket stays on 0.0.0.0 until a
+    # restart: applying it would open the daemon to the network without authentication.
+    layout.write(["inference"])
+    error = await daemon.reload()
+    assert error is not None
+    assert f"0.0.0.0:{layout.port}" in error
+    assert "bearer token" in error
+    assert daemon.state is RunState.RUNNING
+    assert daemon.config.server.listen == f"0.0.0.0:{layout.port}"
+    assert (await fetch(daemon, "/-/ready"))[0] == 401
+    assert (await fetch(daemon, "/-/ready", headers=token))[0] in (200, 503)
+    status, body = await fetch(daemon, "/-/reload", method="POST", headers=token)
+    assert status == 500
+    assert "bearer token" in body
+    assert (await fetch(daemon, "/-/ready"))[0] == 401
+
+
+async def test_unexpected_error_in_the_config_loader_keeps_the_daemon_running(
+        layout: Layout, daemons: list[Daemon], notify_listener: NotifyListener,
+        caplog: pytest.LogCaptureFixture) -> None:
+    def broken_loader(path: Path) -> Any:
+        raise RuntimeError(f"injected loader bug reading {path}")
+
+    layout.write(["inference"])
+    daemon = make_daemon(layout, daemons, config_loader=broken_loader,
+                         notify_env={"NOTIFY_SOCKET": notify_listener.path})
+    await daemon.start()
+    running = daemon.config
+    notify_listener.take()
+    caplog.set_level(logging.ERROR, logger="monitor.daemon")
+    error = await daemon.reload()
+    assert error is not None
+    assert "RuntimeError" in error
+    assert "injected loader bug" in error
+    assert daemon.state is RunState.RUNNING
+    assert daemon.config is running
+    assert [m.split("\n")[0] for m in notify_listener.take()] == ["RELOADING=1", "READY=1"]
+    assert any(r.exc_info for r in caplog.records)  # a bug: logged with its traceback
+    assert (await fetch(daemon, "/-/healthy"))[0] == 200
+    status, _ = await fetch(daemon, "/-/reload", method="POST")
+    assert status == 500
+    assert daemon.state is RunState.RUNNING
 
 
 # --- sd_notify and the watchdog --------------------------------------------------------------

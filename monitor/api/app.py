@@ -38,9 +38,15 @@ class TokenHolder:
     def allows(self, header: str | None) -> bool:
         if self.token is None:
             return True
-        if header is None or not header.startswith("Bearer "):
+        if header is None:
             return False
-        return hmac.compare_digest(header[len("Bearer "):].encode(), self.token.encode())
+        scheme, _, credentials = header.strip().partition(" ")
+        if scheme.lower() != "bearer":  # RFC 7235: the scheme is case-insensitive
+            return False
+        # aiohttp hands undecodable header bytes over as surrogates; they must compare,
+        # not raise.
+        offered = credentials.strip().encode("utf-8", "surrogateescape")
+        return hmac.compare_digest(offered, self.token.encode("utf-8", "surrogateescape"))
 
 
 EXPOSITION_KEY = web.AppKey("exposition", Exposition)

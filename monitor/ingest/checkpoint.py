@@ -101,8 +101,13 @@ class CheckpointWriter:
         self.clock = clock
         self._failures = store.register(fam.CHECKPOINT_FAILURES)
         self._recorded_sources = known_sources(state)
+        self._failed_since_log = 0
+        self._failure_logged_at: float | None = None
 
     def commit(self, work: Sequence[tuple[SourcePipeline, RotationAwareTailer]]) -> bool:
+        """Apply every pending batch and commit it with the offsets; False (and nothing
+        changed, the batches still pending) if the state file refused the transaction."""
+        self.store.begin_changes()
         for pipeline, _ in work:
             pipeline.apply()
         dirty = self.store.take_dirty()
@@ -118,16 +123,30 @@ class CheckpointWriter:
                     [(name, self.clock.time()) for name in new_sources],
                 )
         except sqlite3.Error as exc:
-            # The store already holds the counts; keep them dirty so the next commit retries.
-            self.store.dirty.update((family.full_name, key) for family, key, _ in dirty)
+            self.store.undo_changes()
             self._failures.inc(self._failures.key(()))
-            log.error("checkpoint failed, will retry (offsets and counters kept in memory): %s",
-                      exc)
+            self._log_failure(exc)
             return False
-        for tailer in tailers:
+        self.store.keep_changes()
+        for pipeline, tailer in work:
+            pipeline.clear()
             tailer.mark_saved()
         self._recorded_sources.update(new_sources)
+        if self._failed_since_log or self._failure_logged_at is not None:
+            log.info("checkpoint succeeded again")
+            self._failed_since_log, self._failure_logged_at = 0, None
         return True
+
+    def _log_failure(self, exc: sqlite3.Error) -> None:
+        """One line a minute while commits keep failing, not one per attempt."""
+        self._failed_since_log += 1
+        now = self.clock.monotonic()
+        if self._failure_logged_at is None or now - self._failure_logged_at >= 60.0:
+            log.error("checkpoint failed %d time(s), will retry; counts and offsets stay "
+                      "pending, /metrics shows only what is committed: %s",
+                      self._failed_since_log, exc)
+            self._failure_logged_at = now
+            self._failed_since_log = 0
 
     @staticmethod
     def _write_counters(cursor: sqlite3.Cursor,
@@ -168,18 +187,20 @@ class CheckpointWriter:
         )
 
     def prune_offsets(self, tailers: Iterable[RotationAwareTailer], older_than: float) -> int:
-        """Forget closed files not seen for a long time (open ones are never pruned)."""
+        """Forget closed files of these tailers' sources not seen for a long time. Open files
+        are never pruned, nor are the rows of sources not configured now."""
+        tailers = list(tailers)
+        by_source = {t.source: t for t in tailers}
         open_files = {(t.source, i.dev, i.ino) for t in tailers for i in t.files}
         rows = self.state.connection.execute(
             "SELECT source, dev, ino FROM file_offsets WHERE last_seen < ?", (older_than,)
         ).fetchall()
-        stale = [row for row in rows if tuple(row) not in open_files]
+        stale = [tuple(row) for row in rows
+                 if row[0] in by_source and tuple(row) not in open_files]
         with self.state.transaction() as cursor:
             cursor.executemany(
                 "DELETE FROM file_offsets WHERE source = ? AND dev = ? AND ino = ?", stale
             )
-        for tailer in tailers:
-            for source, dev, ino in stale:
-                if source == tailer.source:
-                    tailer.known.pop(FileIdentity(dev, ino), None)
+        for source, dev, ino in stale:
+            by_source[source].known.pop(FileIdentity(dev, ino), None)
         return len(stale)

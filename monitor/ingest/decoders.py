@@ -1,22 +1,25 @@
 """Line decoders: the bytes of one line in, a `RequestEvent` out, as fast as possible.
 
 The built-in schemas decode with msgspec into typed structs: the JSON is parsed, the fields
-are type-checked and the timestamp is parsed in C, and fields the schema does not use (the
-prompt and response text above all) are skipped without being turned into Python objects.
-That is what makes ingestion several times faster than decoding a dict and checking it.
+are type-checked and range-checked and the timestamp is parsed in C, and fields the schema
+does not use (the prompt and response text above all) are skipped without being turned into
+Python objects. That is what makes ingestion several times faster than decoding a dict and
+checking it.
 
 The typed path is strict; the schemas of SPEC §5 are lenient (an optional field of the wrong
-type is ignored, a date-only timestamp is fine). So any line the typed path rejects, or
-accepts with a value the lenient rules treat specially (a negative count, a non-trivial
-`error`), is handed to the dict-based parser in `schemas.py`, which gives the answer for
-those lines. Both paths therefore produce the same event for every line; the fast path only
-decides the common case sooner.
+type is ignored, a date-only timestamp is fine). So any line the typed path rejects is handed
+to the dict-based parser in `schemas.py`, which gives the answer for those lines. A line is
+judged by the fields its schema uses: bad UTF-8 or an overflowing number elsewhere does not
+cost the request on either path. Both paths produce the same event for the same line, except
+that a timestamp with more than six fractional digits is rounded by one and truncated by the
+other (they agree to the microsecond).
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Annotated, Any
 
 import msgspec
@@ -25,9 +28,15 @@ import orjson
 from monitor.ingest.events import RequestEvent, classify_error
 from monitor.ingest.schemas import (
     ERROR_LEVELS,
+    MAX_COUNT,
+    MAX_DURATION_MS,
+    MAX_DURATION_S,
+    MAX_EPOCH,
+    MAX_TOKENS_PER_SECOND,
     MalformedLine,
     cache_split,
     cost_text,
+    epoch_seconds,
     error_text,
     has_error,
     parse_api_usage,
@@ -37,46 +46,42 @@ from monitor.ingest.schemas import (
 
 LineDecoder = Callable[[bytes], RequestEvent]
 
-_EPOCH_AWARE = datetime(1970, 1, 1, tzinfo=UTC)
-_EPOCH_NAIVE = datetime(1970, 1, 1)  # naive timestamps are UTC by definition
-_MAX_EPOCH = 32_503_680_000.0
 _ABSENT = msgspec.Raw(b"")
+# What the typed path may not decide: any of it sends the line to the lenient parser.
+_FALL_BACK = (msgspec.DecodeError, ValueError, RecursionError)  # ValueError: bad UTF-8
 
 # Ranges checked in C by msgspec; a value outside them sends the line to the lenient parser,
 # which decides what the schema says (ignore the field, or reject the line).
-Count = Annotated[int, msgspec.Meta(ge=0)]
-NonNegative = Annotated[float, msgspec.Meta(ge=0)]
+Count = Annotated[int, msgspec.Meta(ge=0, le=MAX_COUNT)]
+Milliseconds = Annotated[float, msgspec.Meta(ge=0, le=MAX_DURATION_MS)]
+Seconds = Annotated[float, msgspec.Meta(ge=0, le=MAX_DURATION_S)]
+TokensPerSecond = Annotated[float, msgspec.Meta(ge=0, le=MAX_TOKENS_PER_SECOND)]
 Status = Annotated[int, msgspec.Meta(gt=0, lt=1000)]
-Epoch = Annotated[float, msgspec.Meta(ge=0, lt=_MAX_EPOCH)]
+Epoch = Annotated[float, msgspec.Meta(ge=0, lt=MAX_EPOCH)]
 
 
 def decode_object(line: bytes) -> dict[str, Any]:
-    """The line as a JSON object, or MalformedLine saying what it is instead."""
+    """The line as a JSON object, or MalformedLine saying what it is instead.
+
+    A line orjson refuses only for bad UTF-8 inside a string (a prompt cut mid-character)
+    or a number too large for a double is decoded leniently, as the typed path does for
+    fields it does not use: the schema then judges the fields it needs.
+    """
     try:
         obj = orjson.loads(line)
     except orjson.JSONDecodeError as exc:
-        if "UTF-8" not in str(exc):
-            raise MalformedLine(f"not JSON ({exc})") from None
-        # As the typed path does: bad bytes inside a string (a prompt cut mid-character)
-        # do not make the request unreadable.
         try:
-            obj = orjson.loads(line.decode("utf-8", "replace"))
-        except orjson.JSONDecodeError as again:
-            raise MalformedLine(f"not JSON ({again})") from None
+            obj = json.loads(line.decode("utf-8", "replace"))
+        except (ValueError, RecursionError):
+            raise MalformedLine(f"not JSON ({exc})") from None
     if type(obj) is not dict:
         raise MalformedLine(f"a JSON {type(obj).__name__}, not an object")
     return obj
 
 
-def _seconds(value: datetime) -> float:
-    if value.tzinfo is None:
-        return (value - _EPOCH_NAIVE).total_seconds()
-    return (value - _EPOCH_AWARE).total_seconds()
-
-
 class _InferenceRecord(msgspec.Struct, gc=False):
     timestamp: datetime | Epoch
-    duration_ms: NonNegative
+    duration_ms: Milliseconds
     service: str = ""
     model: str = ""
     level: str = ""
@@ -84,11 +89,11 @@ class _InferenceRecord(msgspec.Struct, gc=False):
     user_id: str = ""
     status: Status | None = None
     error: Any = None
-    ttft_ms: NonNegative | None = None
+    ttft_ms: Milliseconds | None = None
     input_tokens: Count | None = None
     output_tokens: Count | None = None
     reasoning_tokens: Count | None = None
-    throughput_tps: NonNegative | None = None
+    throughput_tps: TokensPerSecond | None = None
 
 
 _decode_inference_record = msgspec.json.Decoder(_InferenceRecord).decode
@@ -97,11 +102,11 @@ _decode_inference_record = msgspec.json.Decoder(_InferenceRecord).decode
 def decode_inference(line: bytes) -> RequestEvent:
     try:
         rec = _decode_inference_record(line)
-    except (msgspec.DecodeError, RecursionError):
+    except _FALL_BACK:
         return parse_inference(decode_object(line))
     timestamp = rec.timestamp
     if isinstance(timestamp, datetime):
-        timestamp = _seconds(timestamp)
+        timestamp = epoch_seconds(timestamp)
     status = rec.status
     duration = rec.duration_ms / 1000.0
     ttft = rec.ttft_ms / 1000.0 if rec.ttft_ms is not None else None
@@ -162,8 +167,8 @@ class _ApiUsageRecord(msgspec.Struct, gc=False):
     user_id: str = ""
     user: str = ""
     status: Status | None = None
-    duration_ms: NonNegative | None = None
-    response_time: NonNegative | None = None
+    duration_ms: Milliseconds | None = None
+    response_time: Seconds | None = None
     usage: _Usage | None = None
     request_tokens: Count | None = None
     response_tokens: Count | None = None
@@ -172,6 +177,27 @@ class _ApiUsageRecord(msgspec.Struct, gc=False):
 
 
 _decode_api_record = msgspec.json.Decoder(_ApiUsageRecord).decode
+
+
+class _CostOnly(msgspec.Struct, gc=False):
+    cost: msgspec.Raw = _ABSENT
+
+
+_decode_cost_only = msgspec.json.Decoder(_CostOnly).decode
+
+
+def _parse_api_usage_exactly(line: bytes) -> RequestEvent:
+    """The lenient parser's event, with the reported cost's digits as the line wrote them
+    (the dict holds a float, which may have lost some)."""
+    event = parse_api_usage(decode_object(line))
+    if event.reported_cost is not None:
+        try:
+            exact = _cost_text(_decode_cost_only(line).cost)
+        except _FALL_BACK:
+            exact = None
+        if exact is not None:
+            event.reported_cost = exact
+    return event
 
 
 def _cost_text(raw: msgspec.Raw) -> str | None:
@@ -187,14 +213,14 @@ def _cost_text(raw: msgspec.Raw) -> str | None:
 def decode_api_usage(line: bytes) -> RequestEvent:
     try:
         rec = _decode_api_record(line)
-    except (msgspec.DecodeError, RecursionError):
-        return parse_api_usage(decode_object(line))
+    except _FALL_BACK:
+        return _parse_api_usage_exactly(line)
     model = rec.model or rec.model_name
     if not model:
         return parse_api_usage(decode_object(line))  # it raises, naming the missing model
     timestamp = rec.timestamp
     if isinstance(timestamp, datetime):
-        timestamp = _seconds(timestamp)
+        timestamp = epoch_seconds(timestamp)
     usage = rec.usage
     status = rec.status
     hit = miss = reasoning = None

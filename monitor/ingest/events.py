@@ -83,7 +83,3 @@ class RequestEvent(msgspec.Struct, gc=False):
     cache_miss_tokens: int | None
     throughput: float | None  # output tokens per second of this request
     reported_cost: str | None  # a cost the log itself carries, kept as text for exact decimals
-
-    @property
-    def is_error(self) -> bool:
-        return self.error_class is not None

@@ -81,6 +81,7 @@ class TrackedFile:
     deferred_first: float = 0.0  # when it was first deferred: bounds the wait for a copy
     dirty: bool = True  # position changed since the last checkpoint
     exhausted_at: int = -1  # size at which the last read found no complete line
+    in_glob: bool = True  # at a path the source's globs match, as of the last scan
 
     def caught_up(self) -> bool:
         """Nothing complete left to read: at the end, or only a partial last line remains."""

@@ -2,8 +2,9 @@
 
 Updates are not applied to the metric store line by line. They accumulate in a `RequestBatch`
 keyed by (service, model, user) and are applied at the checkpoint, in the same step that
-commits the offsets which produced them. `/metrics` therefore only ever shows committed
-counts: a crash never makes an exported counter go back (which Prometheus would read as a
+commits the offsets which produced them; if that commit fails, the store's changes are undone
+and the batch stays pending. `/metrics` therefore only ever shows committed counts: neither a
+crash nor a full disk makes an exported counter go back (which Prometheus would read as a
 reset and turn into a spike of `rate()`).
 """
 
@@ -117,19 +118,17 @@ class LineCounts:
     oversized: int = 0
     filtered: int = 0
 
-    def total(self) -> int:
-        return self.parsed + self.malformed + self.oversized + self.filtered
-
 
 LineFilter = Callable[[dict[str, Any]], bool]
 
 
-def build_filter(include: Mapping[str, str], exclude: Mapping[str, str]) -> LineFilter | None:
+def build_filter(include: Mapping[str, re.Pattern[str]],
+                 exclude: Mapping[str, re.Pattern[str]]) -> LineFilter | None:
     """A predicate keeping lines whose fields match every `include` regex and no `exclude`."""
     if not include and not exclude:
         return None
-    wanted = [(path_getter(p), re.compile(rx)) for p, rx in include.items()]
-    unwanted = [(path_getter(p), re.compile(rx)) for p, rx in exclude.items()]
+    wanted = [(path_getter(p), rx) for p, rx in include.items()]
+    unwanted = [(path_getter(p), rx) for p, rx in exclude.items()]
 
     def keep(obj: dict[str, Any]) -> bool:
         for get, rx in wanted:
@@ -162,8 +161,9 @@ class SourcePipeline:
     ) -> None:
         self.name = name
         self.schema = schema
-        # The typed decoder decides most lines without a dict; a filter needs the dict.
-        self._fast_decoder = fast_decoder if line_filter is None else None
+        # The typed decoder decides most lines without a dict. A filter needs the dict, so a
+        # filtered source decodes twice: the dict for the filter, the typed event after it.
+        self._fast_decoder = fast_decoder
         self.clock = clock
         self.line_filter = line_filter
         self.user_label = user_label
@@ -185,7 +185,7 @@ class SourcePipeline:
         counts = self.counts
         before = counts.malformed + counts.filtered
         counts.oversized += chunk.oversized
-        if self._fast_decoder is not None:
+        if self._fast_decoder is not None and self.line_filter is None:
             self._process_fast(chunk.lines, self._fast_decoder, where)
         else:
             self._process_objects(chunk.lines, where)
@@ -215,6 +215,7 @@ class SourcePipeline:
         add = self.batch.add
         user_label = self.user_label
         schema = self.schema
+        typed = self._fast_decoder
         line_filter = self.line_filter
         counts = self.counts
         for line in lines:
@@ -223,7 +224,7 @@ class SourcePipeline:
                 if line_filter is not None and not line_filter(obj):
                     counts.filtered += 1
                     continue
-                event = schema(obj)
+                event = typed(line) if typed is not None else schema(obj)
             except MalformedLine as exc:
                 self._reject(line, where, str(exc))
                 continue
@@ -254,19 +255,23 @@ class SourcePipeline:
             self._malformed_since_log = 0
 
     def apply(self) -> None:
-        """Move the pending batch and line counts into the metric store."""
+        """Add the pending batch and line counts to the metric store (at a checkpoint, inside
+        the store's change tracking); `clear()` once the commit has succeeded."""
         families = self._families
         for (service, model, user), acc in self.batch.by_key.items():
             values = (self.name, self._service_override or service,
                       self._model_override or model)
             extra = (*self._extra, ("user", user)) if self.user_label and user else self._extra
             self._apply_one(families, values, extra, acc)
-        self.batch = RequestBatch()
         lines = families[fam.LOG_LINES.name]
         for result in ("parsed", "malformed", "oversized", "filtered"):
             amount = getattr(self.counts, result)
             if amount:
                 lines.inc(lines.key((self.name, result)), amount)
+
+    def clear(self) -> None:
+        """The applied batch is committed: start the next one."""
+        self.batch = RequestBatch()
         self.counts = LineCounts()
         self.pending_lines = 0
 

@@ -18,11 +18,18 @@ from monitor.ingest.events import RequestEvent, classify_error
 Schema = Callable[[dict[str, Any]], RequestEvent]
 
 ERROR_LEVELS = frozenset({"ERROR", "CRITICAL", "FATAL", "error", "critical", "fatal"})
-_MAX_EPOCH = 32_503_680_000.0  # year 3000: a larger "epoch seconds" is a unit mistake
+MAX_EPOCH = 32_503_680_000.0  # year 3000: a larger "epoch seconds" is a unit mistake
 _fromisoformat = datetime.fromisoformat
 # Subtracting an epoch is ~40 % faster than datetime.timestamp() on this path.
 _EPOCH_AWARE = datetime(1970, 1, 1, tzinfo=UTC)
 _EPOCH_NAIVE = datetime(1970, 1, 1)  # naive timestamps are UTC by definition
+
+
+def epoch_seconds(value: datetime) -> float:
+    """Seconds since the epoch; a naive datetime is UTC."""
+    if value.tzinfo is None:
+        return (value - _EPOCH_NAIVE).total_seconds()
+    return (value - _EPOCH_AWARE).total_seconds()
 
 
 class MalformedLine(ValueError):
@@ -36,12 +43,10 @@ def parse_timestamp(value: object, unit: str = "s") -> float:
             parsed = _fromisoformat(value.upper())  # RFC 3339 allows a lower-case t and z
         except ValueError:
             raise MalformedLine(f"timestamp: not ISO 8601: {value!r:.60}") from None
-        if parsed.tzinfo is None:
-            return (parsed - _EPOCH_NAIVE).total_seconds()
-        return (parsed - _EPOCH_AWARE).total_seconds()
+        return epoch_seconds(parsed)
     if type(value) is int or type(value) is float:
         seconds = value / 1000.0 if unit == "ms" else float(value)
-        if 0.0 <= seconds < _MAX_EPOCH:
+        if 0.0 <= seconds < MAX_EPOCH:
             return seconds
         raise MalformedLine(f"timestamp: epoch {value!r} out of range")
     if value is None:
@@ -49,17 +54,25 @@ def parse_timestamp(value: object, unit: str = "s") -> float:
     raise MalformedLine(f"timestamp: expected a string or number, got {type(value).__name__}")
 
 
+# Plausibility bounds. A value beyond them is a corrupt line, not a request to believe: one
+# 1e20-token line would freeze a float64 counter (adding 1000 to it changes nothing) forever.
+MAX_COUNT = 10**12  # tokens in one request
+MAX_DURATION_S = 7 * 86400.0  # one request's latency (or time to first token)
+MAX_DURATION_MS = MAX_DURATION_S * 1000.0
+MAX_TOKENS_PER_SECOND = 1e7
+
+
 # `type(x) is int` rather than isinstance: JSON booleans must not pass as numbers.
-def _number(value: object) -> float | None:
-    if type(value) is float or type(value) is int:
-        return float(value) if value >= 0 else None
+def _number(value: object, limit: float) -> float | None:
+    if (type(value) is float or type(value) is int) and 0 <= value <= limit:
+        return float(value)
     return None
 
 
 def _count(value: object) -> int | None:
     if type(value) is int:
-        return value if value >= 0 else None
-    if type(value) is float and value.is_integer() and value >= 0:
+        return value if 0 <= value <= MAX_COUNT else None
+    if type(value) is float and value.is_integer() and 0 <= value <= MAX_COUNT:
         return int(value)
     return None
 
@@ -71,7 +84,7 @@ def _text(value: object) -> str | None:
 def _status(value: object) -> int | None:
     if type(value) is int and 0 < value < 1000:
         return value
-    if type(value) is str and len(value) == 3 and value.isdigit():
+    if type(value) is str and len(value) == 3 and value.isascii() and value.isdigit():
         return int(value)
     return None
 
@@ -97,7 +110,7 @@ def has_error(error: object) -> bool:
 
 def request_throughput(reported: object, output: int | None, duration: float | None,
                 ttft: float | None) -> float | None:
-    tps = _number(reported)
+    tps = _number(reported, MAX_TOKENS_PER_SECOND)
     if tps is not None:
         return tps
     if output is None or duration is None:
@@ -128,13 +141,15 @@ def parse_inference(obj: dict[str, Any]) -> RequestEvent:
     """
     timestamp = parse_timestamp(obj.get("timestamp"))
     raw_duration = obj.get("duration_ms")
-    if (type(raw_duration) is float or type(raw_duration) is int) and raw_duration >= 0:
-        duration = raw_duration / 1000.0
+    duration_ms = _number(raw_duration, MAX_DURATION_MS)
+    if duration_ms is not None:
+        duration = duration_ms / 1000.0
     elif raw_duration is None:
         raise MalformedLine("duration_ms: missing")
     else:
         raise MalformedLine(
-            f"duration_ms: expected a non-negative number, got {raw_duration!r:.40}"
+            f"duration_ms: expected a number from 0 to {MAX_DURATION_MS:.0f}, "
+            f"got {raw_duration!r:.40}"
         )
     service = obj.get("service")
     if type(service) is not str:
@@ -150,16 +165,16 @@ def parse_inference(obj: dict[str, Any]) -> RequestEvent:
         error_class: str | None = classify_error(status, error_text(error))
     else:
         error_class = None
-    ttft_ms = _number(obj.get("ttft_ms")) if "ttft_ms" in obj else None
+    ttft_ms = _number(obj.get("ttft_ms"), MAX_DURATION_MS) if "ttft_ms" in obj else None
     ttft = ttft_ms / 1000.0 if ttft_ms is not None else None
     output = obj.get("output_tokens")
-    if type(output) is not int or output < 0:
+    if type(output) is not int or not 0 <= output <= MAX_COUNT:
         output = _count(output)
     input_tokens = obj.get("input_tokens")
-    if type(input_tokens) is not int or input_tokens < 0:
+    if type(input_tokens) is not int or not 0 <= input_tokens <= MAX_COUNT:
         input_tokens = _count(input_tokens)
     tps = obj.get("throughput_tps")
-    if type(tps) is not float or tps < 0:
+    if type(tps) is not float or not 0 <= tps <= MAX_TOKENS_PER_SECOND:
         tps = request_throughput(tps, output, duration, ttft)
     request_id = obj.get("request_id")
     user = obj.get("user_id")
@@ -226,11 +241,11 @@ def parse_api_usage(obj: dict[str, Any]) -> RequestEvent:
         prompt = _count(obj.get("request_tokens"))
         output = _count(obj.get("response_tokens"))
         hit = miss = None
-    duration_ms = _number(obj.get("duration_ms"))
+    duration_ms = _number(obj.get("duration_ms"), MAX_DURATION_MS)
     if duration_ms is not None:
         duration: float | None = duration_ms / 1000.0
     else:
-        duration = _number(obj.get("response_time"))
+        duration = _number(obj.get("response_time"), MAX_DURATION_S)
     status = _status(obj.get("status"))
     error = obj.get("error")
     failed = has_error(error) or (status is not None and status >= 400)
@@ -275,13 +290,6 @@ def path_getter(path: str) -> Getter:
     return get
 
 
-CUSTOM_FIELDS = frozenset({
-    "timestamp", "duration", "ttft", "model", "service", "request_id", "user_id", "status",
-    "level", "error", "input_tokens", "output_tokens", "reasoning_tokens", "cache_hit_tokens",
-    "cache_miss_tokens", "cost", "throughput",
-})
-
-
 def _absent(obj: dict[str, Any]) -> object:
     """The getter of a field the custom source does not map."""
     return None
@@ -289,9 +297,8 @@ def _absent(obj: dict[str, Any]) -> object:
 
 def build_custom_schema(fields: Mapping[str, tuple[str, str | None]]) -> Schema:
     """A schema from `fields:` (event field → (dotted path, unit)); `timestamp` is required."""
-    unknown = set(fields) - CUSTOM_FIELDS
-    if unknown or "timestamp" not in fields:
-        raise ValueError(f"custom schema: unknown fields {sorted(unknown)} or no timestamp")
+    if "timestamp" not in fields:  # the config checks field names; this is the one we need
+        raise ValueError("custom schema: fields must map timestamp")
     get = {name: path_getter(path) for name, (path, _) in fields.items()}
 
     def getter(name: str) -> Getter:
@@ -299,6 +306,7 @@ def build_custom_schema(fields: Mapping[str, tuple[str, str | None]]) -> Schema:
     ts_get, ts_unit = get["timestamp"], fields["timestamp"][1] or "s"
     seconds_per = {name: (0.001 if (unit or "ms") == "ms" else 1.0)
                    for name, (_, unit) in fields.items() if name in ("duration", "ttft")}
+    limits = {name: MAX_DURATION_S / per for name, per in seconds_per.items()}
     duration_get, ttft_get = getter("duration"), getter("ttft")
     model_get, service_get, level_get = getter("model"), getter("service"), getter("level")
     error_get, status_get = getter("error"), getter("status")
@@ -309,9 +317,9 @@ def build_custom_schema(fields: Mapping[str, tuple[str, str | None]]) -> Schema:
                                   getter("throughput"))
 
     def parse_custom(obj: dict[str, Any]) -> RequestEvent:
-        raw_duration = _number(duration_get(obj))
+        raw_duration = _number(duration_get(obj), limits.get("duration", 0.0))
         duration = raw_duration * seconds_per["duration"] if raw_duration is not None else None
-        raw_ttft = _number(ttft_get(obj))
+        raw_ttft = _number(ttft_get(obj), limits.get("ttft", 0.0))
         ttft = raw_ttft * seconds_per["ttft"] if raw_ttft is not None else None
         service = _text(service_get(obj)) or ""
         status = _status(status_get(obj))

@@ -27,7 +27,7 @@ from monitor.ingest.decoders import FAST_DECODERS
 from monitor.ingest.pipeline import SourcePipeline, build_filter
 from monitor.ingest.schemas import Schema, build_custom_schema, parse_api_usage, parse_inference
 from monitor.ingest.tailer import RotationAwareTailer
-from monitor.ingest.watch import ChangeWatcher, make_watcher
+from monitor.ingest.watch import ChangeWatcher, PollingWatcher, make_watcher
 from monitor.metrics import families as fam
 from monitor.metrics.store import MetricStore
 from monitor.storage import StateStore
@@ -35,6 +35,7 @@ from monitor.storage import StateStore
 log = logging.getLogger(__name__)
 
 MIN_CYCLE_S = 0.05  # at most 20 read cycles a second, however chatty the writers are
+STOP_DRAIN_S = 5.0  # on stop, read what is left for this long at most (TimeoutStopSec is 30 s)
 PRUNE_AFTER_S = 7 * 86400.0
 
 
@@ -84,9 +85,14 @@ class IngestService:
         self._lag = store.register(fam.LOG_LAG_BYTES)
         self._files = store.register(fam.LOG_FILES)
         self.runtimes: dict[str, SourceRuntime] = {}
+        self._read_errors = store.register(fam.LOG_READ_ERRORS)
+        self._error_logged: dict[str, float] = {}  # where -> when last logged (bounded: paths)
         self._pending_sources: Sequence[SourceConfig] | None = None
         self._last_commit = clock.monotonic()
+        self._last_commit_ok = True
         self.last_tick = clock.monotonic()
+        self.max_wait = ingest.rescan_interval if ingest.inotify else ingest.poll_interval
+        self.final_commit_ok = True
         self._add_sources(sources)
 
     # -- sources --------------------------------------------------------------------------------
@@ -97,7 +103,8 @@ class IngestService:
             tailer = RotationAwareTailer(
                 source=source.name,
                 patterns=[_absolute(p) for p in source.paths],
-                exclude=[_absolute(p) for p in source.exclude_paths],
+                # A pattern without "/" matches base names (`*.gz`); keep it as written.
+                exclude=[_absolute(p) if "/" in p else p for p in source.exclude_paths],
                 start_at=source.start_at,
                 max_line_bytes=source.max_line_bytes,
                 saved=load_file_checkpoints(self.state, source.name),
@@ -106,6 +113,7 @@ class IngestService:
                 rotate_wait=self.ingest.rotate_wait,
                 copy_wait=max(2.0, 2 * self.ingest.rescan_interval),
             )
+            tailer.on_error = self._error_reporter(source.name)
             pipeline = SourcePipeline(
                 name=source.name,
                 schema=schema_for(source),
@@ -113,7 +121,7 @@ class IngestService:
                 store=self.store,
                 clock=self.clock,
                 static_labels=source.labels,
-                line_filter=build_filter(source.include, source.exclude),
+                line_filter=build_filter(source.include_patterns, source.exclude_patterns),
                 user_label=self.metrics.user_label,
             )
             self.runtimes[source.name] = SourceRuntime(source, tailer, pipeline)
@@ -128,8 +136,11 @@ class IngestService:
             return
         wanted = {s.name: s for s in sources}
         leaving = [rt for name, rt in self.runtimes.items() if wanted.get(name) != rt.config]
-        if leaving:
-            self._checkpoint()  # commit their last lines and offsets before closing them
+        # Commit their last lines and offsets before closing them; if that fails, closing
+        # would keep counts whose offsets are lost, so try again next cycle.
+        if leaving and not self._checkpoint():
+            self._pending_sources = sources
+            return
         for rt in leaving:
             rt.tailer.close()
             del self.runtimes[rt.config.name]
@@ -149,69 +160,108 @@ class IngestService:
     # -- the loop -------------------------------------------------------------------------------
 
     async def run(self, stop: asyncio.Event) -> None:
+        """Ingest until `stop` is set; then read what is left for at most STOP_DRAIN_S, commit
+        and return. `final_commit_ok` says whether that last commit succeeded."""
         watcher = self._watcher_factory(self.ingest.inotify)
-        max_wait = self.ingest.rescan_interval if self.ingest.inotify else self.ingest.poll_interval
+        self.max_wait = (self.ingest.poll_interval if isinstance(watcher, PollingWatcher)
+                         else self.ingest.rescan_interval)
         stopping = asyncio.ensure_future(stop.wait())
         rescan, modified = True, set[str]()
+        deadline: float | None = None  # set once stopping: the final pass's time budget
         try:
             while True:
                 started = self.clock.monotonic()
                 self._apply_reconfigure()
                 if rescan:
-                    for rt in self.runtimes.values():
-                        rt.tailer.scan()
-                    watcher.watch(set().union(*(rt.tailer.directories()
-                                                for rt in self.runtimes.values())))
+                    self._scan_all(watcher)
+                interrupted = stop.is_set if deadline is None else self._passed(deadline)
                 for rt in list(self.runtimes.values()):
-                    await self._drain(rt, None if rescan else modified)
+                    await self._drain(rt, None if rescan else modified, interrupted)
                 self._checkpoint_if_due()
                 self.last_tick = self.clock.monotonic()
-                if stop.is_set():
+                if deadline is not None:
                     break
+                if stop.is_set():
+                    # One last bounded pass over everything written so far, then commit.
+                    deadline = self.clock.monotonic() + STOP_DRAIN_S
+                    rescan, modified = True, set()
+                    continue
                 pause = MIN_CYCLE_S - (self.clock.monotonic() - started)
                 if pause > 0:
                     await asyncio.wait([stopping], timeout=pause)
-                changes = asyncio.ensure_future(watcher.wait(max_wait))
+                changes = asyncio.ensure_future(watcher.wait(self.max_wait))
                 await asyncio.wait([changes, stopping], return_when=asyncio.FIRST_COMPLETED)
                 if not changes.done():
                     changes.cancel()
                     with contextlib.suppress(asyncio.CancelledError):
                         await changes
-                    # Stopping: one more full pass reads everything written so far, then commits.
-                    rescan, modified = True, set()
-                    continue
+                    continue  # stopping: the top of the loop starts the final pass
                 result = changes.result()
                 rescan, modified = result.rescan, result.modified
         finally:
             stopping.cancel()
-            self._checkpoint()
+            self.final_commit_ok = self._checkpoint()
+            if not self.final_commit_ok:
+                log.error("stopped without committing the last %d line(s) read; they will be "
+                          "read again at the next start", self._pending_lines())
             for rt in self.runtimes.values():
                 rt.tailer.close()
             watcher.close()
 
-    async def _drain(self, rt: SourceRuntime, modified: set[str] | None) -> None:
-        """Read everything available from one source, checkpointing every N lines."""
+    def _passed(self, deadline: float) -> Callable[[], bool]:
+        return lambda: self.clock.monotonic() > deadline
+
+    def _scan_all(self, watcher: ChangeWatcher) -> None:
+        for rt in self.runtimes.values():
+            try:
+                rt.tailer.scan()
+            except OSError as exc:  # one source's trouble never stops the others
+                self._read_error(rt, rt.config.name, exc)
+        watcher.watch(set().union(*(rt.tailer.directories() for rt in self.runtimes.values())))
+
+    async def _drain(self, rt: SourceRuntime, modified: set[str] | None,
+                     interrupted: Callable[[], bool]) -> None:
+        """Read what is available from one source, checkpointing every N lines, until done
+        or `interrupted()`. An I/O error costs that file this cycle, nothing more."""
         tailer, pipeline = rt.tailer, rt.pipeline
         for tracked in tailer.files_with_data(modified):
-            while tracked.fd >= 0:
-                chunk = tailer.read(tracked)
-                if chunk is None:
-                    break
-                pipeline.process(chunk, tracked.path)
-                self.last_tick = self.clock.monotonic()  # progress, for the watchdog
-                if self._pending_lines() >= self.ingest.checkpoint_lines:
-                    self._checkpoint()
-                await asyncio.sleep(0)  # let the HTTP server and timers run during catch-up
+            try:
+                while tracked.fd >= 0 and not interrupted():
+                    chunk = tailer.read(tracked)
+                    if chunk is None:
+                        break
+                    pipeline.process(chunk, tracked.path)
+                    self.last_tick = self.clock.monotonic()  # progress, for the watchdog
+                    if self._pending_lines() >= self.ingest.checkpoint_lines:
+                        self._checkpoint()
+                    await asyncio.sleep(0)  # let the HTTP server and timers run
+            except OSError as exc:
+                self._read_error(rt, tracked.path, exc)
+
+    def _read_error(self, rt: SourceRuntime, where: str, exc: OSError) -> None:
+        self._error_reporter(rt.config.name)(where, exc)
+
+    def _error_reporter(self, source: str) -> Callable[[str, OSError], None]:
+        def report(where: str, exc: OSError) -> None:
+            self._read_errors.inc(self._read_errors.key((source,)))
+            now = self.clock.monotonic()
+            if now - self._error_logged.get(where, float("-inf")) >= 60.0:
+                if len(self._error_logged) > 10_000:  # a bound, whatever the paths
+                    self._error_logged.clear()
+                self._error_logged[where] = now
+                log.warning("source %s: cannot read %s: %s (retrying; logged once a minute)",
+                            source, where, exc)
+        return report
 
     def _pending_lines(self) -> int:
         return sum(rt.pipeline.pending_lines for rt in self.runtimes.values())
 
     def _checkpoint_if_due(self) -> None:
-        # A source that has just caught up is committed at once: readiness should not wait
-        # for the next interval.
-        becoming_ready = any(not rt.ready and rt.tailer.caught_up()
-                             for rt in self.runtimes.values())
+        # A source that has just caught up is committed at once (readiness should not wait for
+        # the next interval), unless the last attempt failed: then the interval applies.
         due = self.clock.monotonic() - self._last_commit >= self.ingest.checkpoint_interval
+        becoming_ready = self._last_commit_ok and any(
+            not rt.ready and rt.tailer.caught_up() for rt in self.runtimes.values())
         if becoming_ready or (due and self._has_uncommitted_work()):
             self._checkpoint()
         if due or becoming_ready:
@@ -227,6 +277,7 @@ class IngestService:
         committed = self._writer.commit([(rt.pipeline, rt.tailer)
                                          for rt in self.runtimes.values()])
         self._last_commit = self.clock.monotonic()
+        self._last_commit_ok = committed
         if committed:
             for rt in caught_up:
                 if not rt.ready:
@@ -241,7 +292,8 @@ class IngestService:
             self._files.set(self._files.key((name,)), len(rt.tailer.files))
 
     def prune(self) -> int:
-        """Forget positions of files closed and unseen for a week."""
+        """Forget positions of this configuration's files closed and unseen for a week (a
+        removed source's positions are kept, for when it comes back)."""
         return self._writer.prune_offsets(
             [rt.tailer for rt in self.runtimes.values()], self.clock.time() - PRUNE_AFTER_S
         )

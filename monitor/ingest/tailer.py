@@ -28,7 +28,7 @@ import logging
 import os
 import re
 import stat
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from fnmatch import fnmatch
 from pathlib import PurePath
 
@@ -65,6 +65,7 @@ class RotationAwareTailer:
         clock: Clock,
         rotate_wait: float = 30.0,
         copy_wait: float = 2.0,
+        on_error: Callable[[str, OSError], None] | None = None,
     ) -> None:
         self.source = source
         self.patterns = tuple(patterns)
@@ -74,6 +75,7 @@ class RotationAwareTailer:
         self.clock = clock
         self.rotate_wait = rotate_wait
         self.copy_wait = copy_wait
+        self.on_error = on_error or self._log_error
         self.files: dict[FileIdentity, TrackedFile] = {}
         self.known: dict[FileIdentity, FileCheckpoint] = {cp.identity: cp for cp in saved}
         self.removed: set[FileIdentity] = set()
@@ -82,6 +84,9 @@ class RotationAwareTailer:
         self._scanned = False
         self._last_scan = 0.0
         self._unreadable: set[str] = set()
+
+    def _log_error(self, where: str, exc: OSError) -> None:
+        log.warning("source %s: cannot read %s: %s", self.source, where, exc)
 
     # -- discovery -------------------------------------------------------------------------
 
@@ -100,7 +105,7 @@ class RotationAwareTailer:
         found: dict[FileIdentity, tuple[str, os.stat_result]] = {}
         for pattern in self.patterns:
             for path in sorted(glob.glob(pattern, recursive=True)):
-                if any(fnmatch(path, ex) for ex in self.exclude):
+                if self._excluded(path):
                     continue
                 try:
                     st = os.stat(path)
@@ -120,6 +125,7 @@ class RotationAwareTailer:
         vacated: list[tuple[str, float]] = []
         for identity, tracked in list(self.files.items()):
             hit = matched.get(identity)
+            tracked.in_glob = hit is not None
             if hit is not None:
                 if tracked.path != hit[0]:
                     tracked.path = hit[0]
@@ -127,21 +133,37 @@ class RotationAwareTailer:
                 tracked.last_seen = now
                 if tracked.role is FileRole.ROTATED:
                     tracked.role = FileRole.ACTIVE
-            elif tracked.role is not FileRole.ROTATED:
+            elif tracked.role is FileRole.ACTIVE:
                 vacated.append((tracked.path, tracked.last_seen))
                 tracked.role = FileRole.ROTATED
                 tracked.last_growth = self.clock.monotonic()
-        for identity, (path, st) in matched.items():
-            if identity not in self.files:
+            # A DEFERRED file that left the glob stays deferred: if it is the copy of a file
+            # about to be truncated (even compressed and unlinked by now), its open descriptor
+            # is still how the lines between the last read and the copy are recovered.
+        # Saved files first, then new ones: a new file can only be recognised as a copy of a
+        # tracked file once that file is tracked again (glob order is no help).
+        new = [(i, hit) for i, hit in matched.items() if i not in self.files]
+        for identity, (path, st) in sorted(new, key=lambda item: item[0] not in self.known):
+            if identity in self.files:
+                continue  # claimed meanwhile as the copy of a file restored just before
+            try:
                 replaced = self._discover(identity, path, st, first_scan=first_scan, now=now)
-                if replaced is not None:
-                    vacated.append(replaced)  # its inode now holds another file: rotated
-                if not first_scan and identity in self.files:
-                    vacated.append((path, last_scan))  # it may follow unseen rotations
+            except OSError as exc:
+                self._report(path, exc)
+                self.files.pop(identity, None)
+                continue
+            if replaced is not None:
+                vacated.append(replaced)  # its inode now holds another file: rotated
+            if not first_scan and identity in self.files:
+                vacated.append((path, last_scan))  # it may follow unseen rotations
         if first_scan:
             vacated.extend(self._resume_rotated_while_stopped(matched))
         self._recover_missed_rotations(vacated)
         self._review_deferrals()
+
+    def _report(self, where: str, exc: OSError) -> None:
+        """An I/O error on one file: reported, never raised out of the tailer."""
+        self.on_error(where, exc)
 
     def _open(self, identity: FileIdentity, path: str, role: FileRole) -> TrackedFile | None:
         try:
@@ -181,7 +203,7 @@ class RotationAwareTailer:
         if first_scan and not self._source_known and self.start_at == "end":
             tracked.start_at(last_line_end(tracked.fd, tracked.size))
             return replaced
-        if not first_scan and self._may_be_copy(tracked):
+        if (self._source_known or not first_scan) and self._may_be_copy(tracked):
             tracked.role = FileRole.DEFERRED
             tracked.deferred_since = tracked.deferred_first = self.clock.monotonic()
         return replaced
@@ -226,7 +248,8 @@ class RotationAwareTailer:
         if growing and now - tracked.deferred_first < _MAX_COPY_WAIT_FACTOR * self.copy_wait:
             tracked.deferred_since = now  # a copy in progress: wait for it to finish
         if not self._may_be_copy(tracked) or now - tracked.deferred_since >= self.copy_wait:
-            tracked.role = FileRole.ACTIVE
+            tracked.role = FileRole.ACTIVE if tracked.in_glob else FileRole.ROTATED
+            tracked.last_growth = now
 
     # -- recovery -----------------------------------------------------------------------------
 
@@ -305,8 +328,8 @@ class RotationAwareTailer:
             log.info("source %s: %s reuses the inode of a file read before", self.source, path)
 
     def _resume_copy_of(self, saved: FileCheckpoint) -> None:
-        """At start-up: a file found truncated may have a copy (copytruncate while stopped)
-        holding what was consumed; if so, resume the copy at the saved offset."""
+        """A saved file found truncated (copytruncate while stopped, or while closed) may
+        have a copy holding what was consumed; if so, resume the copy at the saved offset."""
         directory = os.path.dirname(saved.path) or "."
         for entry_path, st in _regular_files(directory):
             identity = FileIdentity(st.st_dev, st.st_ino)
@@ -326,36 +349,54 @@ class RotationAwareTailer:
 
     def _recover_copy(self, truncated: TrackedFile, offset: int, fingerprint: bytes,
                       tail: bytes) -> None:
-        """After a truncation, find the copy holding what was consumed and read its rest."""
-        directory = os.path.dirname(truncated.path) or "."
-        for entry_path, st in _regular_files(directory):
+        """After a truncation, find the copy holding what was consumed and read its rest.
+
+        Deferred files come first, through their open descriptors (a copy compressed and
+        unlinked since is still readable there); then the truncated file's directory.
+        """
+        def holds_consumed(candidate: TrackedFile) -> bool:
+            return (candidate.size >= offset
+                    and os.pread(candidate.fd, len(fingerprint), 0) == fingerprint
+                    and os.pread(candidate.fd, len(tail), offset - len(tail)) == tail)
+
+        for deferred in list(self.files.values()):
+            if deferred.role is FileRole.DEFERRED and holds_consumed(deferred):
+                self._resume_copy(deferred, truncated, offset, fingerprint, tail)
+                return
+        for entry_path, st in _regular_files(os.path.dirname(truncated.path) or "."):
             identity = FileIdentity(st.st_dev, st.st_ino)
-            existing = self.files.get(identity)
-            if identity == truncated.identity or st.st_size < offset:
+            if identity in self.files or st.st_size < offset:
                 continue
-            if existing is not None and existing.role is not FileRole.DEFERRED:
-                continue
-            candidate = existing or self._open(identity, entry_path, FileRole.ROTATED)
+            candidate = self._open(identity, entry_path, FileRole.ROTATED)
             if candidate is None:
                 continue
-            same_start = os.pread(candidate.fd, len(fingerprint), 0) == fingerprint
-            same_tail = os.pread(candidate.fd, len(tail), offset - len(tail)) == tail
-            if same_start and same_tail:
-                candidate.offset, candidate.fingerprint, candidate.tail = offset, fingerprint, tail
-                candidate.dirty = True
-                if candidate.role is FileRole.DEFERRED:
+            if holds_consumed(candidate):
+                candidate.in_glob = self._is_matched(entry_path)
+                if candidate.in_glob:
                     candidate.role = FileRole.ACTIVE
-                log.info("source %s: %s was truncated; reading the rest of its copy %s",
-                         self.source, truncated.path, entry_path)
+                self._resume_copy(candidate, truncated, offset, fingerprint, tail)
                 return
-            if existing is None:
-                candidate.close()
-                del self.files[identity]
+            candidate.close()
+            del self.files[identity]
+
+    def _resume_copy(self, copy: TrackedFile, truncated: TrackedFile, offset: int,
+                     fingerprint: bytes, tail: bytes) -> None:
+        copy.offset, copy.fingerprint, copy.tail = offset, fingerprint, tail
+        copy.dirty = True
+        if copy.role is FileRole.DEFERRED:
+            copy.role = FileRole.ACTIVE if copy.in_glob else FileRole.ROTATED
+            copy.last_growth = self.clock.monotonic()
+        log.info("source %s: %s was truncated; reading the rest of its copy %s",
+                 self.source, truncated.path, copy.path)
 
     def _is_matched(self, path: str) -> bool:
-        return any(fnmatch(path, p) for p in self.patterns) and not any(
-            fnmatch(path, ex) for ex in self.exclude
-        )
+        return any(fnmatch(path, p) for p in self.patterns) and not self._excluded(path)
+
+    def _excluded(self, path: str) -> bool:
+        """`exclude_paths`: a pattern with a "/" is a path glob, one without matches the
+        base name wherever the file is (`*.gz`)."""
+        name = os.path.basename(path)
+        return any(fnmatch(path if "/" in ex else name, ex) for ex in self.exclude)
 
     # -- reading ------------------------------------------------------------------------------
 
@@ -374,26 +415,31 @@ class RotationAwareTailer:
                 and tracked.path not in changed_paths
             ):
                 continue
-            previous_size = tracked.size
             try:
-                size = tracked.fstat_size()
-            except OSError:
-                continue
-            if tracked.role is FileRole.DEFERRED and size != previous_size:
-                self._review_deferral(tracked, previous_size)
-            position = tracked.scan_pos if tracked.skipping else tracked.offset
-            if size < tracked.offset or (
-                size > position and not tracked.skipping and not tracked.content_still_matches()
-            ):
-                self._handle_truncation(tracked)
-                position = 0
-            if size > position:
-                tracked.last_growth = now
-                if tracked.role is not FileRole.DEFERRED:
+                if self._has_data(tracked, now):
                     ready.append(tracked)
-            elif tracked.role is FileRole.ROTATED and now - tracked.last_growth >= self.rotate_wait:
-                self._close_rotated(tracked)
+            except OSError as exc:
+                self._report(tracked.path, exc)
         return ready
+
+    def _has_data(self, tracked: TrackedFile, now: float) -> bool:
+        """Check one file for truncation and growth; True when it has bytes to read now."""
+        previous_size = tracked.size
+        size = tracked.fstat_size()
+        if tracked.role is FileRole.DEFERRED and size != previous_size:
+            self._review_deferral(tracked, previous_size)
+        position = tracked.scan_pos if tracked.skipping else tracked.offset
+        if size < tracked.offset or (
+            size > position and not tracked.skipping and not tracked.content_still_matches()
+        ):
+            self._handle_truncation(tracked)
+            position = 0
+        if size > position:
+            tracked.last_growth = now
+            return tracked.role is not FileRole.DEFERRED
+        if tracked.role is FileRole.ROTATED and now - tracked.last_growth >= self.rotate_wait:
+            self._close_rotated(tracked)
+        return False
 
     def read(self, tracked: TrackedFile) -> LineChunk | None:
         return tracked.read_lines(self.max_line_bytes)
@@ -425,7 +471,9 @@ class RotationAwareTailer:
 
     def dirty_checkpoints(self) -> list[FileCheckpoint]:
         """Rows to write at the next checkpoint: moved files, and closed ones not yet saved."""
-        rows = [f.checkpoint() for f in self.files.values() if f.dirty]
+        # Deferred files have no position yet (they may be copies): a restart decides anew.
+        rows = [f.checkpoint() for f in self.files.values()
+                if f.dirty and f.role is not FileRole.DEFERRED]
         rows.extend(self.known[i] for i in self._closed_unsaved if i in self.known)
         return rows
 

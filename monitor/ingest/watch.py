@@ -2,8 +2,10 @@
 
 One watch per directory covers every file in it, so 1,000 files under one glob cost one watch
 and nothing while idle. Modifications name the file to read; creations, moves and deletions
-(and a queue overflow) ask for a rescan. The polling watcher, used where inotify is missing or
-its limits are exhausted, asks for a full rescan on every tick.
+(and a queue overflow) ask for a rescan. The polling watcher, used where inotify cannot be
+started at all, asks for a full rescan on every tick (`poll_interval`). A directory that
+cannot be watched (the watch limit reached) is covered by the safety-net rescan
+(`rescan_interval`) that runs alongside inotify.
 """
 
 from __future__ import annotations
@@ -65,6 +67,7 @@ class InotifyWatcher:
         self._rescan_mask = self._mask & ~flags.MODIFY & ~flags.ATTRIB
         self._dirs: dict[str, int] = {}
         self._wd_dirs: dict[int, str] = {}
+        self._unwatchable: set[str] = set()
         self._ready = asyncio.Event()
         self._pending = Changes()
         self._loop = asyncio.get_running_loop()
@@ -80,10 +83,14 @@ class InotifyWatcher:
             try:
                 wd = self._inotify.add_watch(directory, self._mask)
             except OSError as exc:
-                # Usually fs.inotify.max_user_watches; the safety-net rescan still finds changes.
-                log.warning("cannot watch %s (%s); relying on periodic rescans for it",
-                            directory, exc)
+                # Usually fs.inotify.max_user_watches; the periodic rescan still finds
+                # changes there. Said once per directory, not at every rescan.
+                if directory not in self._unwatchable:
+                    self._unwatchable.add(directory)
+                    log.warning("cannot watch %s (%s); relying on periodic rescans for it",
+                                directory, exc)
                 continue
+            self._unwatchable.discard(directory)
             self._dirs[directory] = wd
             self._wd_dirs[wd] = directory
 

@@ -74,6 +74,10 @@ LOG_FILES = FamilySpec(
     name="log_files", kind=Kind.GAUGE, labels=("source",),
     help="Files of a source currently open (rotated files still being read included).",
 )
+LOG_READ_ERRORS = FamilySpec(
+    name="log_read_errors", kind=Kind.COUNTER, labels=("source",),
+    help="I/O errors reading a source's files or directories (each skips that file once).",
+)
 CHECKPOINT_FAILURES = FamilySpec(
     name="checkpoint_failures", kind=Kind.COUNTER,
     help="Checkpoints (offsets and counters) that could not be written to the state file.",
@@ -82,5 +86,3 @@ BUILD_INFO = FamilySpec(
     name="build_info", kind=Kind.GAUGE, labels=("version",),
     help="Always 1; the version label says which inferwatch is running.",
 )
-
-INGEST_FAMILIES = (LOG_LINES, LOG_LAG_BYTES, LOG_FILES, CHECKPOINT_FAILURES)

@@ -10,8 +10,11 @@ in `<ns>_series_dropped_total{family}`. That keeps hostile or unbounded label va
 name from a log line) from exhausting memory.
 
 Counter and histogram series are *persistent*: the checkpoint writes the ones marked dirty and
-start-up restores them, so counters are continuous across restarts. Series created at run time
-(not restored) are recorded as births, so the series store can give them a 0 sample at birth.
+start-up restores them, so counters are continuous across restarts. A checkpoint applies its
+batch inside `begin_changes()`; if the state file refuses the commit, `undo_changes()` puts
+every touched series back, so the store never shows counts that were not committed. Series
+created at run time (not restored) can be recorded as births (`track_births`), so the series
+store can give them a 0 sample at birth.
 """
 
 from __future__ import annotations
@@ -126,16 +129,19 @@ class MetricFamily:
 
     def get(self, key: LabelKey) -> Series:
         """The series for `key`, created if new, or the overflow series once at the cap."""
+        return self._locate(key)[1]
+
+    def _locate(self, key: LabelKey) -> tuple[LabelKey, Series]:
+        """(the key the series is stored under, the series): `key`, or the overflow key."""
         found = self.series.get(key)
         if found is not None:
-            return found
+            return key, found
         if len(self.series) >= self.series_limit:
-            return self._overflow(key)
-        created = self._new_series()
-        self.series[key] = created
+            return self._overflow()
+        created = self.series[key] = self._new_series()
         if self._store is not None:
-            self._store.note_birth(self, key)
-        return created
+            self._store.note_created(self, key)
+        return key, created
 
     def counter(self, key: LabelKey) -> CounterSeries:
         assert self.spec.kind is Kind.COUNTER
@@ -156,23 +162,32 @@ class MetricFamily:
         return series
 
     def inc(self, key: LabelKey, amount: float = 1.0) -> None:
+        assert self.spec.kind is Kind.COUNTER
         if amount < 0:
             raise ValueError(f"{self.full_name}: counters only go up (got {amount})")
-        self.counter(key).value += amount
-        self.mark_dirty(key)
+        stored, series = self._locate(key)
+        assert isinstance(series, CounterSeries)
+        self._before_change(stored, series)
+        series.value += amount
 
     def merge_histogram(
         self, key: LabelKey, counts: Sequence[int], total: float, count: int
     ) -> None:
         """Add pre-bucketed observations (non-cumulative counts, +Inf last)."""
-        series = self.histogram(key)
+        assert self.spec.kind is Kind.HISTOGRAM
+        stored, series = self._locate(key)
+        assert isinstance(series, HistogramSeries)
         if len(counts) != len(series.counts):
             raise ValueError(f"{self.full_name}: expected {len(series.counts)} bucket counts")
+        self._before_change(stored, series)
         for i, c in enumerate(counts):
             series.counts[i] += c
         series.sum += total
         series.count += count
-        self.mark_dirty(key)
+
+    def _before_change(self, stored: LabelKey, series: Series) -> None:
+        if self._store is not None:
+            self._store.note_change(self, stored, series)
 
     def set(self, key: LabelKey, value: float) -> None:
         self.gauge(key).value = value
@@ -180,15 +195,10 @@ class MetricFamily:
     def remove(self, key: LabelKey) -> None:
         self.series.pop(key, None)
 
-    def mark_dirty(self, key: LabelKey) -> None:
-        if self._store is not None and self.spec.kind is not Kind.GAUGE:
-            stored = key if key in self.series else self.overflow_key()
-            self._store.dirty.add((self.full_name, stored))
-
     def overflow_key(self) -> LabelKey:
         return tuple((name, OVERFLOW_VALUE) for name in self.spec.labels)
 
-    def _overflow(self, wanted: LabelKey) -> Series:
+    def _overflow(self) -> tuple[LabelKey, Series]:
         if self._store is not None:
             self._store.count_dropped(self.full_name)
         key = self.overflow_key()
@@ -197,8 +207,8 @@ class MetricFamily:
             # The overflow series itself may exceed the cap by one; that bound is what matters.
             found = self.series[key] = self._new_series()
             if self._store is not None:
-                self._store.note_birth(self, key)
-        return found
+                self._store.note_created(self, key)
+        return key, found
 
     def _new_series(self) -> Series:
         if self.spec.kind is Kind.COUNTER:
@@ -216,16 +226,31 @@ DROPPED_SPEC = FamilySpec(
 )
 
 
+SeriesId = tuple[str, LabelKey]
+
+
+@dataclass
+class _Changes:
+    """What a checkpoint's apply did, to undo it if the commit fails."""
+
+    dirty_before: set[SeriesId]
+    births_before: int
+    created: list[tuple[MetricFamily, LabelKey]] = field(default_factory=list)
+    previous: dict[SeriesId, tuple[Series, float, list[int], int]] = field(default_factory=dict)
+
+
 class MetricStore:
     """All families of one daemon, under one namespace."""
 
     def __init__(self, namespace: str = "inferwatch", series_limit: int = 10_000) -> None:
         self.namespace = namespace
         self.series_limit = series_limit
+        self.track_births = False  # set by the consumer of take_births
         self._families: dict[str, MetricFamily] = {}
         self._births: list[tuple[MetricFamily, LabelKey]] = []
         self._pending_restore: dict[str, list[tuple[LabelKey, Series]]] = {}
-        self.dirty: set[tuple[str, LabelKey]] = set()
+        self._changes: _Changes | None = None
+        self.dirty: set[SeriesId] = set()
         self._dropped = self.register(DROPPED_SPEC)
 
     def full_name(self, spec: FamilySpec) -> str:
@@ -252,15 +277,54 @@ class MetricStore:
     def families(self) -> Iterator[MetricFamily]:
         return iter(list(self._families.values()))
 
-    def series_count(self) -> int:
-        return sum(len(f.series) for f in self._families.values())
+    # -- change tracking --------------------------------------------------------------------
 
-    def note_birth(self, family: MetricFamily, key: LabelKey) -> None:
-        self._births.append((family, key))
+    def note_created(self, family: MetricFamily, key: LabelKey) -> None:
+        if self.track_births:
+            self._births.append((family, key))
+        if self._changes is not None:
+            self._changes.created.append((family, key))
+        if family.spec.kind is not Kind.GAUGE:
+            self.dirty.add((family.full_name, key))
+
+    def note_change(self, family: MetricFamily, key: LabelKey, series: Series) -> None:
+        """Called before a persistent series changes: marks it dirty, remembers its value."""
+        ident = (family.full_name, key)
+        self.dirty.add(ident)
+        changes = self._changes
+        if changes is None or ident in changes.previous:
+            return
+        if isinstance(series, HistogramSeries):
+            changes.previous[ident] = (series, series.sum, list(series.counts), series.count)
+        elif isinstance(series, CounterSeries):
+            changes.previous[ident] = (series, series.value, [], 0)
+
+    def begin_changes(self) -> None:
+        """Start recording changes so that `undo_changes` can take them back."""
+        self._changes = _Changes(dirty_before=set(self.dirty), births_before=len(self._births))
+
+    def keep_changes(self) -> None:
+        self._changes = None
+
+    def undo_changes(self) -> None:
+        """Put every series touched since `begin_changes` back as it was."""
+        changes, self._changes = self._changes, None
+        if changes is None:
+            return
+        for series, number, counts, count in changes.previous.values():
+            if isinstance(series, HistogramSeries):
+                series.sum, series.counts, series.count = number, counts, count
+            elif isinstance(series, CounterSeries):
+                series.value = number
+        for family, key in reversed(changes.created):
+            family.series.pop(key, None)
+        del self._births[changes.births_before:]
+        self.dirty = changes.dirty_before
 
     def take_births(self) -> list[tuple[MetricFamily, LabelKey]]:
-        """Series created since the last call (restored ones excluded): the series store's hook
-        for writing a 0 sample at birth, so `increase()` sees a counter's first events."""
+        """Series created since the last call while `track_births` is on (restored ones
+        excluded): the series store's hook for writing a 0 sample at birth, so `increase()`
+        sees a counter's first events."""
         births, self._births = self._births, []
         return births
 
@@ -271,10 +335,10 @@ class MetricStore:
         series = self._dropped.series.get(key)
         if series is None:
             series = self._dropped.series[key] = CounterSeries()
-            self.note_birth(self._dropped, key)
+            self.note_created(self._dropped, key)
         assert isinstance(series, CounterSeries)
+        self.note_change(self._dropped, key, series)
         series.value += 1
-        self.dirty.add((self._dropped.full_name, key))
 
     def take_dirty(self) -> list[tuple[MetricFamily, LabelKey, Series]]:
         """Persistent series changed since the last call, for the checkpoint to write."""

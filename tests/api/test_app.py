@@ -7,6 +7,8 @@ and a token replaced at run time (a reload) takes effect on the next request.
 
 from __future__ import annotations
 
+import asyncio
+import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 
 import pytest
@@ -266,3 +268,53 @@ async def test_no_token_configured_means_everything_open(client: Client,
     control.ready = True
     assert (await client.get("/-/ready")).status == 200
     assert (await client.post("/-/reload")).status == 200
+
+
+async def raw_request(client: Client, request: bytes) -> tuple[int, bytes]:
+    """Bytes on the wire as no HTTP client would send them; the status and the whole reply."""
+    reader, writer = await asyncio.open_connection(client.server.host, client.server.port)
+    try:
+        writer.write(request)
+        await writer.drain()
+        reply = await asyncio.wait_for(reader.read(), 5)
+    finally:
+        writer.close()
+        await writer.wait_closed()
+    status_line = reply.split(b"\r\n", 1)[0]
+    return int(status_line.split()[1]), reply
+
+
+@pytest.mark.parametrize("credentials", [
+    b"Bearer sekr\xe9t",  # Latin-1, not UTF-8
+    b"Bearer \xff\xfe",
+    b"Bearer " + TOKEN.encode() + b"\xe9",
+    b"\xc3(earer " + TOKEN.encode(),
+])
+async def test_undecodable_authorization_bytes_are_401_not_500(
+        make_client: MakeClient, control: FakeControl, caplog: pytest.LogCaptureFixture,
+        credentials: bytes) -> None:
+    control.ready = True
+    client = await make_client(TokenHolder(TOKEN))
+    caplog.set_level(logging.DEBUG)
+    status, reply = await raw_request(
+        client,
+        b"GET /-/ready HTTP/1.1\r\nHost: localhost\r\nAuthorization: " + credentials
+        + b"\r\nConnection: close\r\n\r\n")
+    assert status == 401, reply
+    assert b"WWW-Authenticate: Bearer" in reply
+    assert not [r for r in caplog.records if r.exc_info], "a traceback was logged"
+
+
+@pytest.mark.parametrize("authorization", [
+    f"bearer {TOKEN}",
+    f"BEARER {TOKEN}",
+    f"Bearer   {TOKEN}",
+    f"Bearer {TOKEN}   ",
+    f"  Bearer {TOKEN}",
+])
+async def test_the_scheme_is_case_insensitive_and_spaces_around_the_token_are_allowed(
+        make_client: MakeClient, control: FakeControl, authorization: str) -> None:
+    control.ready = True
+    client = await make_client(TokenHolder(TOKEN))
+    response = await client.get("/-/ready", headers={"Authorization": authorization})
+    assert response.status == 200

@@ -237,3 +237,113 @@ def test_lowercase_rfc3339_timestamp_gives_the_same_answer_on_both_paths() -> No
 def test_reported_cost_keeps_the_digits_of_the_line_on_the_fast_path() -> None:
     line = b'{"timestamp":"2026-01-18T06:07:46Z","model":"m","cost":0.12345678901234567891}'
     assert decode_api_usage(line).reported_cost == "0.12345678901234567891"
+
+
+# -- lines orjson or msgspec refuse, and implausible values: the same answer on both paths ----
+
+API_TS = b'"timestamp":"2026-01-18T06:07:46Z"'
+BAD_UTF8 = b"ab\xe8\xaf"  # cut inside a UTF-8 sequence
+
+
+def accepted(schema_name: str, line: bytes) -> dict[str, Any]:
+    """The event both paths give for `line`, failing unless they agree and accept it."""
+    assert_same(schema_name, line)
+    result = outcome(lambda: PATHS[schema_name][0](line))
+    assert isinstance(result, dict), f"rejected: {result}"
+    return result
+
+
+@pytest.mark.parametrize(("schema_name", "field", "event_field"), [
+    ("inference", "service", "service"), ("inference", "model", "model"),
+    ("inference", "user_id", "user"), ("inference", "request_id", "request_id"),
+    ("inference", "level", None),
+    ("api_usage", "model", "model"), ("api_usage", "user", "user"),
+    ("api_usage", "user_id", "user"), ("api_usage", "request_id", "request_id"),
+    ("api_usage", "service", "service"),
+])
+def test_invalid_utf8_in_a_mapped_string_field_is_accepted_on_both_paths(
+    schema_name: str, field: str, event_field: str | None,
+) -> None:
+    others = b',"model":"m"' if field != "model" else b""
+    line = (b"{" + API_TS + b',"duration_ms":5' + others + b',"' + field.encode() + b'":"'
+            + BAD_UTF8 + b'"}')
+    event = accepted(schema_name, line)
+    if event_field is not None:
+        assert event[event_field] == "ab\ufffd"
+    assert event["error_class"] is None
+
+
+@pytest.mark.parametrize("schema_name", ["inference", "api_usage"])
+def test_a_number_too_large_for_a_double_in_an_unused_field_is_accepted_on_both_paths(
+    schema_name: str,
+) -> None:
+    line = b"{" + API_TS + b',"model":"m","duration_ms":5,"prompt_len":1e400}'
+    assert accepted(schema_name, line)["duration"] == 0.005
+
+
+def test_a_duration_too_large_for_a_double_is_malformed_on_both_paths() -> None:
+    line = b"{" + API_TS + b',"duration_ms":1e400}'
+    assert_same("inference", line)
+    assert outcome(lambda: decode_inference(line)) == "malformed"
+
+
+def test_an_api_duration_too_large_for_a_double_is_ignored_on_both_paths() -> None:
+    line = b"{" + API_TS + b',"model":"m","duration_ms":1e400,"response_time":2}'
+    assert accepted("api_usage", line)["duration"] == 2.0
+
+
+@pytest.mark.parametrize(("field", "count"), [
+    pytest.param(field, count, id=f"{field}={count.decode()}")
+    for field in ("input_tokens", "output_tokens", "reasoning_tokens")
+    for count in (b"1e20", b"1.5e300", b"10000000000000")
+])
+def test_implausible_inference_token_counts_are_ignored_on_both_paths(
+    field: str, count: bytes,
+) -> None:
+    line = b"{" + API_TS + b',"duration_ms":5,"' + field.encode() + b'":' + count + b"}"
+    assert accepted("inference", line)[field] is None
+
+
+@pytest.mark.parametrize("tokens", [
+    b'"request_tokens":1e20,"response_tokens":10000000000000',
+    b'"usage":{"prompt_tokens":10000000000000,"completion_tokens":1e20}',
+])
+def test_implausible_api_token_counts_are_ignored_on_both_paths(tokens: bytes) -> None:
+    event = accepted("api_usage", b"{" + API_TS + b',"model":"m",' + tokens + b"}")
+    assert (event["input_tokens"], event["output_tokens"]) == (None, None)
+
+
+@pytest.mark.parametrize("schema_name", ["inference", "api_usage"])
+@pytest.mark.parametrize("status", [
+    "\u00b2\u2070\u2070",  # superscript 200: str.isdigit() says yes, int() says no
+    "\u0662\u0660\u0660",  # Arabic-Indic 200: int() would accept it
+    "\uff15\uff10\uff13",  # full-width 503
+], ids=["superscript", "arabic-indic", "fullwidth"])
+def test_a_status_of_non_ascii_digits_is_ignored_on_both_paths(
+    schema_name: str, status: str,
+) -> None:
+    line = ("{" + TS + ',"model":"m","duration_ms":5,"status":"' + status + '"}').encode()
+    event = accepted(schema_name, line)
+    assert event["status"] is None
+    assert event["error_class"] is None
+
+
+EXACT_COST = b"0.12345678901234567891"
+
+
+@pytest.mark.parametrize("odd", [
+    b"",  # the typed path
+    b',"status":"200"',  # a string status: the lenient path
+    b',"user":"' + BAD_UTF8 + b'"',  # bad UTF-8 in a mapped field: the lenient path
+])
+@pytest.mark.parametrize(("cost", "expected"), [
+    (EXACT_COST, EXACT_COST.decode()),
+    (b'"' + EXACT_COST + b'"', EXACT_COST.decode()),
+    (b'"n/a"', None),
+    (b'"0.1 USD"', None),
+])
+def test_reported_cost_keeps_its_digits_or_is_absent_on_every_path(
+    odd: bytes, cost: bytes, expected: str | None,
+) -> None:
+    line = b"{" + API_TS + b',"model":"m"' + odd + b',"cost":' + cost + b"}"
+    assert decode_api_usage(line).reported_cost == expected

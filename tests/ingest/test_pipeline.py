@@ -5,6 +5,7 @@ demo generator reports for every line it writes."""
 from __future__ import annotations
 
 import logging
+import re
 from collections import Counter
 from typing import Any
 
@@ -23,6 +24,12 @@ from monitor.metrics.store import CounterSeries, HistogramSeries, LabelKey, Metr
 
 TS = "2026-01-18T06:07:46.123Z"
 
+
+
+def commit_batch(pipeline: SourcePipeline) -> None:
+    """What a successful checkpoint does to a pipeline: apply its batch, then clear it."""
+    pipeline.apply()
+    pipeline.clear()
 
 def line(**fields: Any) -> bytes:
     record: dict[str, Any] = {"timestamp": TS, "service": "svc", "duration_ms": 1000.0}
@@ -107,7 +114,7 @@ def test_a_bad_line_is_malformed_and_the_next_line_is_still_read(bad: bytes, fas
     store = MetricStore()
     pipeline = make_pipeline(store, fast=fast)
     assert feed(pipeline, [bad, line()]) == 2
-    pipeline.apply()
+    commit_batch(pipeline)
     assert results(store) == {"malformed": 1, "parsed": 1}
     assert total(store, "requests") == 1
 
@@ -116,7 +123,7 @@ def test_a_level_that_is_not_a_string_neither_raises_nor_blocks_the_next_line(fa
     store = MetricStore()
     pipeline = make_pipeline(store, fast=fast)
     feed(pipeline, [line(level=["ERROR"]), line()])
-    pipeline.apply()
+    commit_batch(pipeline)
     assert results(store) == {"parsed": 2}
 
 
@@ -125,7 +132,7 @@ def test_empty_and_whitespace_lines_are_not_counted_at_all(blank: bytes, fast: b
     store = MetricStore()
     pipeline = make_pipeline(store, fast=fast)
     feed(pipeline, [blank, blank])
-    pipeline.apply()
+    commit_batch(pipeline)
     assert results(store) == {}
     assert total(store, "requests") == 0
 
@@ -140,7 +147,7 @@ def test_a_wrong_optional_field_is_ignored_and_the_request_counted(
     store = MetricStore()
     pipeline = make_pipeline(store, fast=fast)
     feed(pipeline, [line(**fields)])
-    pipeline.apply()
+    commit_batch(pipeline)
     assert results(store) == {"parsed": 1}
     assert total(store, "requests", status="success") == 1
     assert total(store, "input_tokens") == 0
@@ -151,7 +158,7 @@ def test_oversized_lines_reported_by_the_tailer_are_counted(fast: bool) -> None:
     pipeline = make_pipeline(store, fast=fast)
     assert feed(pipeline, [line()], oversized=2) == 3
     assert pipeline.pending_lines == 3
-    pipeline.apply()
+    commit_batch(pipeline)
     assert results(store) == {"parsed": 1, "oversized": 2}
     assert pipeline.pending_lines == 0
 
@@ -181,7 +188,8 @@ def test_malformed_lines_are_logged_at_most_once_a_minute_without_their_content(
 
 def test_include_and_exclude_filters_count_filtered_lines() -> None:
     store = MetricStore()
-    keep = build_filter({"service": "^svc$", "meta.env": "prod"}, {"meta.route": "^/health"})
+    keep = build_filter({"service": re.compile("^svc$"), "meta.env": re.compile("prod")},
+                        {"meta.route": re.compile("^/health")})
     pipeline = make_pipeline(store, line_filter=keep)
     feed(pipeline, [
         line(meta={"env": "prod", "route": "/v1/chat"}),  # kept
@@ -192,7 +200,7 @@ def test_include_and_exclude_filters_count_filtered_lines() -> None:
         line(meta={"env": "prod", "route": "/health/live"}),  # excluded
         line(timestamp=..., meta={"env": "staging"}),  # filtered before its schema is checked
     ])
-    pipeline.apply()
+    commit_batch(pipeline)
     assert results(store) == {"parsed": 2, "filtered": 5}
     assert total(store, "requests") == 2
 
@@ -206,7 +214,7 @@ def test_static_labels_override_service_and_model_and_add_extra_labels(fast: boo
     pipeline = make_pipeline(store, fast=fast, static_labels={
         "service": "deepseek-r1", "model": "r1-1.5b", "team": "ml", "env": "prod"})
     feed(pipeline, [line(service="ignored", model="ignored-too")])
-    pipeline.apply()
+    commit_batch(pipeline)
     assert counters(store, "requests") == {
         (("source", "inf"), ("service", "deepseek-r1"), ("model", "r1-1.5b"),
          ("status", "success"), ("env", "prod"), ("team", "ml")): 1.0,
@@ -218,7 +226,7 @@ def test_user_label_only_when_enabled(user_label: bool, fast: bool) -> None:
     store = MetricStore()
     pipeline = make_pipeline(store, fast=fast, user_label=user_label)
     feed(pipeline, [line(user_id="alice"), line(user_id="bob"), line(user_id="alice"), line()])
-    pipeline.apply()
+    commit_batch(pipeline)
     got = {dict(key).get("user"): value for key, value in counters(store, "requests").items()}
     if user_label:
         assert got == {"alice": 2, "bob": 1, None: 1}
@@ -231,7 +239,7 @@ def test_prompt_and_response_text_never_reach_a_label() -> None:
     pipeline = make_pipeline(store, user_label=True)
     feed(pipeline, [line(prompt_truncated="PROMPT-TEXT", response_truncated="REPLY-TEXT",
                          user_id="u1", level="ERROR", error="boom")])
-    pipeline.apply()
+    commit_batch(pipeline)
     for family in store.families():
         for key in family.series:
             assert not any("TEXT" in value for _, value in key)
@@ -252,7 +260,7 @@ def test_apply_counts_successes_errors_and_classes(fast: bool) -> None:
         line(status=504),
         line(status=429),
     ])
-    pipeline.apply()
+    commit_batch(pipeline)
     assert total(store, "requests", status="success") == 2
     assert total(store, "requests", status="error") == 4
     assert {dict(k)["class"]: v for k, v in counters(store, "request_errors").items()} == {
@@ -264,8 +272,8 @@ def test_apply_moves_the_batch_once() -> None:
     store = MetricStore()
     pipeline = make_pipeline(store)
     feed(pipeline, [line()])
-    pipeline.apply()
-    pipeline.apply()
+    commit_batch(pipeline)
+    commit_batch(pipeline)
     assert total(store, "requests") == 1
     assert results(store) == {"parsed": 1}
 
@@ -275,7 +283,7 @@ def test_a_duration_equal_to_a_bound_falls_in_that_bounds_bucket(bound: float, f
     store = MetricStore()
     pipeline = make_pipeline(store, fast=fast)
     feed(pipeline, [line(duration_ms=bound * 1000)])
-    pipeline.apply()
+    commit_batch(pipeline)
     series = histogram(store, "request_duration_seconds", INF_KEY)
     index = fam.DURATION_BUCKETS.index(bound)
     assert series.counts == [1 if i == index else 0 for i in range(len(series.counts))]
@@ -287,7 +295,7 @@ def test_durations_just_above_a_bound_and_beyond_the_last_go_to_the_next_bucket(
     store = MetricStore()
     pipeline = make_pipeline(store, fast=fast)
     feed(pipeline, [line(duration_ms=250.001), line(duration_ms=600_000.5), line(duration_ms=0)])
-    pipeline.apply()
+    commit_batch(pipeline)
     counts = histogram(store, "request_duration_seconds", INF_KEY).counts
     assert counts[fam.DURATION_BUCKETS.index(0.5)] == 1
     assert counts[-1] == 1  # +Inf
@@ -298,7 +306,7 @@ def test_ttft_and_input_token_histograms_at_their_bounds(fast: bool) -> None:
     store = MetricStore()
     pipeline = make_pipeline(store, fast=fast)
     feed(pipeline, [line(ttft_ms=100, input_tokens=16), line(ttft_ms=100.5, input_tokens=17)])
-    pipeline.apply()
+    commit_batch(pipeline)
     ttft = histogram(store, "time_to_first_token_seconds", INF_KEY)
     assert ttft.counts[fam.TTFT_BUCKETS.index(0.1)] == 1
     assert ttft.counts[fam.TTFT_BUCKETS.index(0.2)] == 1
@@ -320,7 +328,7 @@ def test_input_tokens_by_cache_outcome(fast: bool) -> None:
         orjson.dumps({**base, "usage": {"prompt_tokens": 7}}),
         orjson.dumps({**base, "model_name": "deepseek-chat", "request_tokens": 5}),
     ])
-    pipeline.apply()
+    commit_batch(pipeline)
     assert {dict(k)["cache"]: v for k, v in counters(store, "input_tokens").items()} == {
         "hit": 74, "miss": 76, "unknown": 12,
     }
@@ -356,8 +364,8 @@ def test_apply_matches_the_truth_of_generated_traffic(
     for start in range(0, len(generated), 500):  # several chunks, several batches
         feed(pipeline, [g.data.rstrip(b"\n") for g in generated[start:start + 500]])
         if start % 1000 == 0:
-            pipeline.apply()
-    pipeline.apply()
+            commit_batch(pipeline)
+    commit_batch(pipeline)
 
     requests: Counter[tuple[str, str]] = Counter()
     errors: Counter[tuple[str, str]] = Counter()

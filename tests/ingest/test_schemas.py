@@ -162,7 +162,7 @@ def test_throughput_is_derived_from_output_and_generation_time_when_missing() ->
     {"status": 500},
 ])
 def test_inference_error_markers(fields: dict[str, Any]) -> None:
-    assert parse_inference(inference(**fields)).is_error
+    assert parse_inference(inference(**fields)).error_class is not None
 
 
 @pytest.mark.parametrize("fields", [
@@ -170,7 +170,7 @@ def test_inference_error_markers(fields: dict[str, Any]) -> None:
     {"error": {}}, {"status": 200},
 ])
 def test_inference_success_markers(fields: dict[str, Any]) -> None:
-    assert not parse_inference(inference(**fields)).is_error
+    assert parse_inference(inference(**fields)).error_class is None
 
 
 @pytest.mark.parametrize("level", [["ERROR"], {"name": "ERROR"}])
@@ -387,8 +387,86 @@ def test_custom_schema_requires_its_timestamp(obj: dict[str, Any]) -> None:
         schema(obj)
 
 
-def test_custom_schema_rejects_unknown_fields_and_a_missing_timestamp() -> None:
-    with pytest.raises(ValueError, match="unknown"):
-        build_custom_schema({"timestamp": ("t", None), "prompt": ("p", None)})
+def test_custom_schema_requires_a_timestamp() -> None:
+    # Field names are the config's to check (tests/test_config.py); the schema needs this one.
     with pytest.raises(ValueError, match="timestamp"):
         build_custom_schema({"duration": ("d", "ms")})
+
+
+# -- plausibility bounds ----------------------------------------------------------------------
+
+WEEK_MS = 7 * 86400 * 1000
+
+
+@pytest.mark.parametrize("duration_ms", [WEEK_MS + 1, float(WEEK_MS) + 0.5, 1e300])
+def test_inference_duration_over_a_week_is_malformed(duration_ms: float) -> None:
+    with pytest.raises(MalformedLine, match="duration_ms"):
+        parse_inference(inference(duration_ms=duration_ms))
+
+
+def test_inference_duration_of_exactly_a_week_is_accepted() -> None:
+    assert parse_inference(inference(duration_ms=WEEK_MS)).duration == 7 * 86400
+
+
+@pytest.mark.parametrize(("fields", "attribute"), [
+    ({"ttft_ms": WEEK_MS + 1}, "ttft"),
+    ({"ttft_ms": 1e300}, "ttft"),
+    ({"reasoning_tokens": 10**12 + 1}, "reasoning_tokens"),
+    ({"reasoning_tokens": 1e20}, "reasoning_tokens"),
+    ({"input_tokens": 1e13}, "input_tokens"),
+    ({"output_tokens": 1e20}, "output_tokens"),
+    ({"input_tokens": 10**12 + 1}, "input_tokens"),
+    ({"output_tokens": 10**13}, "output_tokens"),
+    ({"throughput_tps": 10**7 + 1}, "throughput"),
+    ({"throughput_tps": 1e8}, "throughput"),
+])
+def test_inference_field_beyond_its_bound_is_ignored(fields: dict[str, Any],
+                                                     attribute: str) -> None:
+    event = parse_inference(inference(**fields))
+    assert getattr(event, attribute) is None
+    assert event.duration == 1.5  # the request itself still counts
+
+
+@pytest.mark.parametrize(("fields", "attribute", "value"), [
+    ({"ttft_ms": WEEK_MS}, "ttft", 7 * 86400),
+    ({"reasoning_tokens": 10**12}, "reasoning_tokens", 10**12),
+    ({"input_tokens": 10**12}, "input_tokens", 10**12),
+    ({"throughput_tps": 1e7}, "throughput", 1e7),
+])
+def test_inference_field_at_its_bound_is_kept(fields: dict[str, Any], attribute: str,
+                                              value: float) -> None:
+    assert getattr(parse_inference(inference(**fields)), attribute) == value
+
+
+def test_implausible_throughput_falls_back_to_the_derived_one() -> None:
+    event = parse_inference(inference(duration_ms=2000.0, output_tokens=300,
+                                      throughput_tps=10**9))
+    assert event.throughput == pytest.approx(150.0)
+
+
+@pytest.mark.parametrize(("fields", "attribute"), [
+    ({"duration_ms": WEEK_MS + 1, "response_time": ...}, "duration"),
+    ({"duration_ms": ..., "response_time": 7 * 86400 + 1}, "duration"),
+    ({"request_tokens": 10**12 + 1}, "input_tokens"),
+    ({"response_tokens": 1e20}, "output_tokens"),
+    ({"usage": {"prompt_tokens": 10**13, "completion_tokens": 5}}, "input_tokens"),
+    ({"usage": {"completion_tokens": 10**13}}, "output_tokens"),
+    ({"usage": {"completion_tokens": 5,
+                "completion_tokens_details": {"reasoning_tokens": 10**13}}},
+     "reasoning_tokens"),
+])
+def test_api_usage_field_beyond_its_bound_is_ignored(fields: dict[str, Any],
+                                                     attribute: str) -> None:
+    event = parse_api_usage(api(**fields))
+    assert getattr(event, attribute) is None
+    assert event.model == "deepseek-chat"
+
+
+@pytest.mark.parametrize(("unit", "limit"), [("ms", WEEK_MS), ("s", 7 * 86400)])
+def test_custom_duration_and_ttft_beyond_a_week_are_ignored(unit: str, limit: int) -> None:
+    schema = build_custom_schema({"timestamp": ("t", None), "duration": ("d", unit),
+                                  "ttft": ("f", unit), "output_tokens": ("o", None)})
+    event = schema({"t": TS, "d": limit + 1, "f": limit + 1, "o": 10**13})
+    assert (event.duration, event.ttft, event.output_tokens) == (None, None, None)
+    kept = schema({"t": TS, "d": limit, "f": limit, "o": 10**12})
+    assert (kept.duration, kept.ttft, kept.output_tokens) == (7 * 86400, 7 * 86400, 10**12)

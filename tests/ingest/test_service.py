@@ -5,18 +5,26 @@ counters compared to the generator's truth. Every wait is bounded; nothing sleep
 from __future__ import annotations
 
 import asyncio
+import errno
+import logging
+import sqlite3
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from ingest_helpers import append, request_lines
 
-from monitor.clock import SystemClock
+from monitor.clock import FakeClock, SystemClock
 from monitor.config import default_config
 from monitor.demo.workload import RotatingLineWriter, WorkloadStats, generate_lines
-from monitor.ingest.checkpoint import restore_counters
-from monitor.ingest.service import IngestService
-from monitor.ingest.watch import Changes
+from monitor.ingest import files as files_module
+from monitor.ingest.checkpoint import load_file_checkpoints, restore_counters
+from monitor.ingest.files import TrackedFile
+from monitor.ingest.service import STOP_DRAIN_S, IngestService
+from monitor.ingest.tailer import RotationAwareTailer
+from monitor.ingest.watch import Changes, PollingWatcher
+from monitor.metrics import families as fam
 from monitor.metrics.store import CounterSeries, MetricStore
 from monitor.storage import StateStore
 
@@ -186,3 +194,252 @@ async def test_stop_reads_what_was_written_before_it(tmp_path: Path) -> None:
     writer.close()
     await daemon.stop()
     assert daemon.requests() == 2
+
+
+# -- one source's trouble, reloads while the state file refuses writes, stopping --------------
+
+
+def append_lines(path: Path, lines: list[bytes]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    append(path, *lines)
+
+
+def _deny_writes(action: int, *args: object) -> int:
+    """A sqlite3 authorizer that makes every write fail, as a full disk would."""
+    return sqlite3.SQLITE_DENY if action in (sqlite3.SQLITE_INSERT, sqlite3.SQLITE_UPDATE,
+                                             sqlite3.SQLITE_DELETE) else sqlite3.SQLITE_OK
+
+
+class StepService:
+    """IngestService on a FakeClock and a ScriptedWatcher: one cycle per `step()`, so
+    checkpoints happen only at catch-up, at `checkpoint_lines` and at the stop."""
+
+    def __init__(self, root: Path, sources: list[dict[str, Any]], **ingest: Any) -> None:
+        self.config = default_config(
+            sources=sources,
+            ingest={"checkpoint_interval": "1h", "rescan_interval": "1h", **ingest})
+        self.state_dir = root / "state"
+        self.clock = FakeClock()
+
+    def start(self, watcher: Any = None) -> None:
+        self.state = StateStore(self.state_dir)
+        self.store = MetricStore()
+        restore_counters(self.state, self.store)
+        self.watcher = watcher or ScriptedWatcher()
+        self.service = IngestService(
+            sources=self.config.sources, ingest=self.config.ingest, metrics=self.config.metrics,
+            state=self.state, store=self.store, clock=self.clock,
+            watcher_factory=lambda _: self.watcher,
+        )
+        self.stop_event = asyncio.Event()
+        self.task = asyncio.create_task(self.service.run(self.stop_event))
+
+    async def cycle_done(self, waits: int) -> None:
+        """Until the loop waits for the `waits`-th time (or ends: a crash is not hidden)."""
+        await until(lambda: self.task.done() or self.watcher.waits >= waits, f"wait {waits}")
+        if self.task.done():
+            self.task.result()  # raises what the loop raised
+            pytest.fail("the ingest loop ended by itself")
+
+    async def step(self) -> None:
+        """One more cycle, with a full rescan (as polling or a CREATE would ask)."""
+        waits = self.watcher.waits
+        self.watcher.queue.put_nowait(Changes(rescan=True))
+        await self.cycle_done(waits + 1)
+
+    async def stop(self) -> None:
+        self.stop_event.set()
+        await asyncio.wait_for(self.task, WAIT_S)
+        self.state.close()
+
+    def requests(self, **labels: str) -> float:
+        return counter_total(self.store, "requests", **labels)
+
+    def persisted_requests(self) -> float:
+        state = StateStore(self.state_dir)
+        try:
+            store = MetricStore()
+            restore_counters(state, store)
+            store.register(fam.REQUESTS)  # restored series show once their family registers
+            return counter_total(store, "requests")
+        finally:
+            state.close()
+
+
+@pytest.mark.parametrize("reload", ["change", "remove then add back"])
+async def test_reload_while_the_checkpoint_fails_does_not_double_count(
+    tmp_path: Path, reload: str
+) -> None:
+    live = tmp_path / "logs" / "app.log"
+    source = {"name": "app", "paths": [str(live)], "schema": "inference"}
+    append_lines(live, request_lines("A", 5))
+    svc = StepService(tmp_path, [source])
+    svc.start()
+    await svc.cycle_done(1)
+    assert svc.service.is_ready()
+    assert svc.requests() == 5
+
+    svc.state.connection.set_authorizer(_deny_writes)  # every commit fails from now on
+    append_lines(live, request_lines("A", 3, start=5))
+    await svc.step()  # read, not committed
+    if reload == "change":
+        changed = default_config(sources=[{**source, "labels": {"team": "infer"}}]).sources
+        svc.service.reconfigure(changed)
+        await svc.step()  # the source's last lines cannot be committed: it is not closed
+        svc.state.connection.set_authorizer(None)
+        await svc.step()
+    else:
+        svc.service.reconfigure([])
+        await svc.step()
+        svc.state.connection.set_authorizer(None)
+        await svc.step()
+        svc.service.reconfigure(svc.config.sources)
+        await svc.step()
+    await svc.step()
+    assert svc.service.is_ready()
+    assert svc.requests() == 8
+    await svc.stop()
+    assert svc.service.final_commit_ok
+    assert svc.persisted_requests() == 8
+
+
+async def test_an_io_error_on_one_source_does_not_stop_the_others(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    bad, good = tmp_path / "bad" / "a.log", tmp_path / "good" / "b.log"
+    append_lines(bad, request_lines("BAD", 4))
+    append_lines(good, request_lines("GOOD", 6))
+    failing = {str(bad)}
+    real_read = TrackedFile.read_lines
+
+    def read_lines(self: TrackedFile, max_line_bytes: int) -> Any:
+        if self.path in failing:
+            raise OSError(errno.EIO, "Input/output error")
+        return real_read(self, max_line_bytes)
+
+    monkeypatch.setattr(TrackedFile, "read_lines", read_lines)
+    caplog.set_level(logging.WARNING, logger="monitor.ingest.service")
+    svc = StepService(tmp_path, [
+        {"name": "bad", "paths": [str(bad)], "schema": "inference"},  # read first
+        {"name": "good", "paths": [str(good)], "schema": "inference"},
+    ])
+    svc.start()
+    await svc.cycle_done(1)
+    await svc.step()
+    assert svc.requests(source="good") == 6
+    assert svc.requests(source="bad") == 0
+    assert counter_total(svc.store, "log_read_errors", source="bad") == 2
+    assert counter_total(svc.store, "log_read_errors", source="good") == 0
+    warnings = [r.getMessage() for r in caplog.records if str(bad) in r.getMessage()]
+    assert len(warnings) == 1  # once a minute, not once per cycle
+    assert "Input/output error" in warnings[0]
+
+    failing.clear()  # the disk recovers
+    await svc.step()
+    assert svc.requests(source="bad") == 4
+    assert svc.service.is_ready()
+    await svc.stop()
+    assert svc.persisted_requests() == 10
+
+
+class RecordingPollingWatcher(PollingWatcher):
+    """What make_watcher returns where inotify cannot start; records each wait's limit."""
+
+    def __init__(self) -> None:
+        self.max_waits: list[float] = []
+
+    async def wait(self, max_wait: float) -> Changes:
+        self.max_waits.append(max_wait)
+        await asyncio.sleep(0)
+        return Changes(rescan=True)
+
+
+async def test_polling_fallback_under_inotify_true_waits_poll_interval(tmp_path: Path) -> None:
+    live = tmp_path / "app.log"
+    append_lines(live, request_lines("A", 1))
+    svc = StepService(tmp_path, [{"name": "app", "paths": [str(live)], "schema": "inference"}],
+                      inotify=True, poll_interval="20ms", rescan_interval="5s")
+    watcher = RecordingPollingWatcher()
+    svc.start(watcher)
+    await until(lambda: len(watcher.max_waits) >= 2, "two waits")
+    await svc.stop()
+    assert set(watcher.max_waits) == {0.02}
+    assert svc.service.max_wait == 0.02  # what the daemon's watchdog allows for
+
+
+async def test_stop_during_a_large_backlog_reads_for_stop_drain_s_then_commits(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    live = tmp_path / "app.log"
+    lines = request_lines("A", 400)
+    append_lines(live, lines)
+    monkeypatch.setattr(files_module, "READ_CHUNK_BYTES", 1)  # chunks of max_line_bytes + 1
+    svc = StepService(tmp_path, [{"name": "app", "paths": [str(live)], "schema": "inference",
+                                  "max_line_bytes": 1024}])
+    chunks: list[int] = []
+    real_read = RotationAwareTailer.read
+
+    def read(self: RotationAwareTailer, tracked: TrackedFile) -> Any:
+        chunk = real_read(self, tracked)
+        if chunk is not None:
+            chunks.append(len(chunk.lines))
+            svc.clock.advance(1.0)  # each chunk takes a second
+            if len(chunks) == 3:
+                svc.stop_event.set()  # SIGTERM in the middle of the catch-up
+        return chunk
+
+    monkeypatch.setattr(RotationAwareTailer, "read", read)
+    svc.start()
+    await asyncio.wait_for(svc.task, WAIT_S)
+    svc.state.close()
+    assert svc.service.final_commit_ok
+    # The chunk being read when the stop came, then STOP_DRAIN_S (5 s) of reading.
+    assert len(chunks) == 3 + int(STOP_DRAIN_S) + 1
+    read_lines = sum(chunks)
+    assert 0 < read_lines < len(lines)
+    assert svc.requests() == read_lines  # everything read was committed ...
+    assert svc.persisted_requests() == read_lines
+    state = StateStore(svc.state_dir)
+    (saved,) = load_file_checkpoints(state, "app")
+    state.close()
+    assert saved.offset == len(b"".join(lines[:read_lines]))  # ... with its offset
+
+    monkeypatch.setattr(RotationAwareTailer, "read", real_read)
+    svc.start()  # ... and the rest is read at the next start, once
+    await svc.cycle_done(1)
+    assert svc.service.is_ready()
+    assert svc.requests() == len(lines)
+    await svc.stop()
+
+
+async def test_a_failed_final_commit_is_reported(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    live = tmp_path / "app.log"
+    append_lines(live, request_lines("A", 2))
+    svc = StepService(tmp_path, [{"name": "app", "paths": [str(live)], "schema": "inference"}])
+    svc.start()
+    await svc.cycle_done(1)
+    svc.state.connection.set_authorizer(_deny_writes)
+    append_lines(live, request_lines("A", 3, start=2))
+    await svc.step()
+    caplog.set_level(logging.ERROR, logger="monitor.ingest.service")
+    await svc.stop()
+    assert svc.service.final_commit_ok is False
+    assert any("stopped without committing the last 3 line(s)" in r.getMessage()
+               for r in caplog.records)
+    assert svc.persisted_requests() == 2
+
+
+async def test_exclude_paths_without_a_slash_match_base_names_in_any_directory(
+    tmp_path: Path,
+) -> None:
+    logs = tmp_path / "logs"
+    append_lines(logs / "app.log", request_lines("A", 3))
+    append_lines(logs / "app.log.1.gz", request_lines("GZ", 5))  # stands for a compressed one
+    svc = StepService(tmp_path, [{"name": "app", "paths": [str(logs / "app.log*")],
+                                  "schema": "inference", "exclude_paths": ["*.gz"]}])
+    svc.start()
+    await svc.cycle_done(1)
+    assert svc.requests() == 3
+    await svc.stop()

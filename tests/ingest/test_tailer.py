@@ -8,6 +8,7 @@ None) against a FakeClock; nothing sleeps. Restarts go through the real state fi
 
 from __future__ import annotations
 
+import gzip
 import os
 import shutil
 import tempfile
@@ -975,4 +976,123 @@ def test_files_with_data_narrowed_to_changed_paths_still_checks_rotated_files(
     tailer.scan()
     got = drain(tailer, scan=False, changed=set())
     assert got.by_file == {rotated: bare([request_line("B", 1), request_line("B", 2)])}
+    tailer.close()
+
+
+# -- copytruncate with a restart, or a deletion, between the copy and the truncation ---------
+
+
+def test_copy_seen_then_restart_before_the_truncate_is_not_saved_nor_reread(
+    tmp_path: Path,
+) -> None:
+    """logrotate copied x.log to x.log.1 (matched by the glob), the daemon saw the copy and
+    committed, then was killed; the truncation comes after the restart."""
+    live, copy = tmp_path / "x.log", tmp_path / "x.log.1"
+    first = request_lines("A", 6)
+    append(live, *first)
+    harness = IngestHarness(tmp_path, [f"{live}*"])
+    assert harness.poll().lines == bare(first)
+    harness.commit()
+
+    unread = request_lines("A", 4, start=6)
+    append(live, *unread)
+    shutil.copyfile(live, copy)
+    harness.tailer.scan()  # the copy's CREATE: found, deferred as a possible copy
+    harness.commit()  # a checkpoint before this cycle read anything
+    # A deferred file has no position yet: no row, so a restart cannot resume it at 0.
+    assert identity(copy) not in harness.offsets()
+    harness.crash()
+
+    harness.tailer.scan()  # the restart's first scan: the copy is deferred again
+    os.truncate(live, 0)
+    after = request_lines("B", 2)
+    append(live, *after)
+    got = harness.poll_all()
+    assert sorted(ids(got.lines)) == sorted(ids(bare(unread + after)))
+    harness.commit()
+    assert_exactly_once(harness.committed, first, unread, after)
+    assert harness.counter("requests") == 12
+    harness.kill()
+
+
+@pytest.mark.parametrize("read_live_before_truncate", [False, True])
+def test_copy_made_while_stopped_and_truncated_after_the_start_is_not_reread(
+    tmp_path: Path, read_live_before_truncate: bool
+) -> None:
+    """The daemon never saw the copy before it stopped: at the start, a new file under the
+    glob that starts like a saved one is a possible copy, not a file to read from 0."""
+    live, copy = tmp_path / "x.log", tmp_path / "x.log.1"
+    first = request_lines("A", 6)
+    append(live, *first)
+    harness = IngestHarness(tmp_path, [f"{live}*"])
+    harness.poll()
+    harness.stop()
+
+    unread = request_lines("A", 4, start=6)
+    append(live, *unread)
+    shutil.copyfile(live, copy)
+
+    harness.start()
+    if read_live_before_truncate:
+        assert harness.poll().lines == bare(unread)  # from the live file; the copy waits
+    else:
+        harness.tailer.scan()
+    os.truncate(live, 0)
+    after = request_lines("B", 2)
+    append(live, *after)
+    harness.poll_all()
+    harness.commit()
+    assert_exactly_once(harness.committed, first, unread, after)
+    assert harness.counter("requests") == 12
+    harness.kill()
+
+
+def test_deferred_copy_compressed_and_deleted_before_the_truncation_is_read_through_its_fd(
+    tmp_path: Path,
+) -> None:
+    live, copy = tmp_path / "x.log", tmp_path / "x.log.1"
+    first = request_lines("A", 6)
+    append(live, *first)
+    harness = IngestHarness(tmp_path, [f"{live}*"], exclude=["*.gz"])
+    harness.poll()
+    harness.commit()
+
+    unread = request_lines("A", 4, start=6)
+    append(live, *unread)
+    shutil.copyfile(live, copy)
+    harness.tailer.scan()  # the copy is deferred
+    os.truncate(live, 0)
+    with gzip.open(tmp_path / "x.log.1.gz", "wb") as compressed:
+        compressed.write(copy.read_bytes())
+    copy.unlink()  # logrotate's compress: only the open descriptor still holds the copy
+    after = request_lines("B", 2)
+    append(live, *after)
+
+    got = harness.poll_all()
+    assert sorted(ids(got.lines)) == sorted(ids(bare(unread + after)))
+    harness.commit()
+    assert_exactly_once(harness.committed, first, unread, after)
+    assert harness.counter("log_lines", result="malformed") == 0
+    harness.kill()
+
+
+# -- exclude_paths --------------------------------------------------------------------------
+
+
+def test_exclude_without_a_slash_matches_base_names_and_with_one_whole_paths(
+    tmp_path: Path,
+) -> None:
+    logs = tmp_path / "any" / "dir"
+    logs.mkdir(parents=True)
+    for name in ("x.log", "x.log.1", "x.log.1.gz", "x.log.2", "x.log.3"):
+        append(logs / name, request_line(name, 0))
+    tailer = new_tailer(
+        [logs / "x.log*"], make_clock(),
+        exclude=["*.gz", "x.log.2", f"{logs}/x.log.3*", "dir/x.log.1"],
+    )
+    got = drain(tailer)
+    # "dir/x.log.1" has a "/": a path glob, which the absolute path does not match.
+    assert sorted(ids(got.lines)) == ["x.log-00000", "x.log.1-00000"]
+    assert sorted(os.path.basename(f.path) for f in tailer.files.values()) == [
+        "x.log", "x.log.1"]
     tailer.close()

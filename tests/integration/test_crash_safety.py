@@ -466,3 +466,47 @@ def test_copytruncate_while_down_loses_nothing(
     second = spawn_daemon(config, port, log_name="second.log")
     second.wait_ready()  # everything was on disk before the start: ready means all counted
     assert compare_samples(second.samples(), truth.samples()) == ""
+
+
+# --- e. a partial last line across a SIGKILL -------------------------------------------------
+
+
+def test_partial_last_line_across_a_sigkill_is_counted_once_when_completed(
+        tmp_path: Path, free_port: Callable[[], int], write_config: Callable[..., Path],
+        fast_ingest: dict[str, str], spawn_daemon: Callable[..., Any], truth: Any,
+        compare_samples: Callable[[Any, Any], str]) -> None:
+    logs = tmp_path / "logs"
+    port = free_port()
+    config = write_config(tmp_path / "inferwatch.yml", {
+        "server": {"listen": f"127.0.0.1:{port}"},
+        "storage": {"path": str(tmp_path / "state")},
+        "ingest": fast_ingest,
+        "host": {"enabled": False},
+        "gpu": {"enabled": False},
+        "sources": source_configs(logs)[:1],
+    })
+    live = logs / SOURCES["inference"][1]
+    live.parent.mkdir(parents=True)
+    complete, partial = generate_lines(2, "inference", seed=17)
+    cut = len(partial.data) // 2
+    with live.open("ab") as f:
+        f.write(complete.data + partial.data[:cut])  # a writer caught mid-line
+    truth.add("inference", complete)
+
+    first = spawn_daemon(config, port, log_name="first.log")
+    first.wait_ready()
+    deadline = time.monotonic() + 10
+    while compare_samples(first.samples(), truth.samples()):
+        if time.monotonic() > deadline:
+            pytest.fail(f"the complete line never showed in /metrics:\n{first.log_text()}")
+        time.sleep(POLL_S)
+    first.kill()
+    assert first.process.returncode == -signal.SIGKILL
+
+    with live.open("ab") as f:
+        f.write(partial.data[cut:])  # the line completes while the daemon is down
+    truth.add("inference", partial)
+    second = spawn_daemon(config, port, log_name="second.log")
+    second.wait_ready()  # everything was on disk before the start: ready means all counted
+    assert compare_samples(second.samples(), truth.samples()) == ""
+    assert "Traceback" not in first.log_text() + second.log_text()

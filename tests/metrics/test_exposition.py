@@ -40,6 +40,12 @@ AWKWARD_VALUES = [
 ]
 
 
+
+def commit_batch(pipeline: SourcePipeline) -> None:
+    """What a successful checkpoint does to a pipeline: apply its batch, then clear it."""
+    pipeline.apply()
+    pipeline.clear()
+
 def store_with_awkward_labels() -> MetricStore:
     store = MetricStore()
     requests = store.register(fam.REQUESTS)
@@ -157,8 +163,9 @@ def realistic_store() -> MetricStore:
         lines = [g.data.rstrip(b"\n") for g in generate_lines(2000, schema_name, seed=3,
                                                                 error_rate=0.1)]
         pipeline.process(LineChunk([*lines, b"garbage", b"[]"], 1, 0), "demo.log")
-        pipeline.apply()
-    for spec in fam.INGEST_FAMILIES:
+        commit_batch(pipeline)
+    for spec in (fam.LOG_LINES, fam.LOG_LAG_BYTES, fam.LOG_FILES, fam.LOG_READ_ERRORS,
+                 fam.CHECKPOINT_FAILURES):
         store.register(spec)
     lag = store.register(fam.LOG_LAG_BYTES)
     lag.set(lag.key(("inference",)), 1234)

@@ -151,6 +151,7 @@ def test_restore_after_registration() -> None:
 
 def test_take_births_lists_new_series_once_and_excludes_restored_ones() -> None:
     store = MetricStore()
+    store.track_births = True
     requests = store.register(fam.REQUESTS)
     old, new = request_key(store, "old"), request_key(store, "new")
     store.restore("inferwatch_requests", old, restored_counter(3))
@@ -159,6 +160,44 @@ def test_take_births_lists_new_series_once_and_excludes_restored_ones() -> None:
     requests.inc(new)
     assert [(f.full_name, k) for f, k in store.take_births()] == [("inferwatch_requests", new)]
     assert store.take_births() == []
+
+
+def test_births_are_not_recorded_until_someone_takes_them() -> None:
+    store = MetricStore()
+    requests = store.register(fam.REQUESTS)
+    requests.inc(request_key(store, "new"))
+    assert store.take_births() == []
+
+
+def test_undo_changes_restores_values_removes_created_series_and_births() -> None:
+    store = MetricStore(series_limit=2)
+    store.track_births = True
+    requests = store.register(fam.REQUESTS)
+    durations = store.register(fam.REQUEST_DURATION)
+    old = request_key(store, "old")
+    requests.inc(old, 5)
+    hist_key = (("source", "s"), ("service", "v"), ("model", "m"))
+    counts = [1] + [0] * len(fam.DURATION_BUCKETS)
+    durations.merge_histogram(hist_key, counts, 0.01, 1)
+    store.take_births()
+    store.take_dirty()
+
+    store.begin_changes()
+    requests.inc(old, 2)
+    requests.inc(request_key(store, "new"))
+    requests.inc(request_key(store, "third"))  # over the cap: overflow + series_dropped
+    durations.merge_histogram(hist_key, counts, 0.02, 1)
+    store.undo_changes()
+
+    assert requests.counter(old).value == 5
+    assert set(requests.series) == {old}
+    hist = durations.histogram(hist_key)
+    assert (hist.count, hist.sum, hist.counts[0]) == (1, 0.01, 1)
+    dropped = store.family("inferwatch_series_dropped")
+    assert dropped is not None
+    assert dropped.series == {}
+    assert store.take_births() == []
+    assert store.take_dirty() == []
 
 
 @pytest.mark.parametrize("series", [
