@@ -56,11 +56,17 @@ def cmd_check_config(args: argparse.Namespace) -> int:
     try:
         config = load_config(args.path)
     except ConfigError as exc:
-        print(f"inferwatch: {exc}", file=sys.stderr)
+        print_error(exc)
         return 1
     print(f"{args.path}: OK ({len(config.sources)} source(s), "
           f"{len(config.notify.receivers)} receiver(s))")
     return 0
+
+
+def print_error(exc: Exception) -> None:
+    """Each problem on its own line, each line prefixed, so any one of them reads alone."""
+    for line in str(exc).splitlines() or [type(exc).__name__]:
+        print(f"inferwatch: {line}", file=sys.stderr)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -104,7 +110,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return handler(args)
     except InferwatchError as exc:
-        print(f"inferwatch: {exc}", file=sys.stderr)
+        print_error(exc)
         return exc.exit_code
     except KeyboardInterrupt:
         return 130
