@@ -63,6 +63,60 @@ def cmd_check_config(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_check_rules(args: argparse.Namespace) -> int:
+    """Each file loaded as the daemon loads it (PromQL and templates included); exit 1 if
+    any file is invalid."""
+    from monitor.alerting.manager import check_expr  # noqa: PLC0415
+    from monitor.alerting.rulefmt import load_rule_file  # noqa: PLC0415
+    from monitor.alerting.templates import check_template  # noqa: PLC0415
+    from monitor.errors import ConfigError  # noqa: PLC0415
+
+    failed = False
+    for path in args.files:
+        try:
+            groups = load_rule_file(path, expr_checker=check_expr,
+                                    template_checker=check_template)
+        except ConfigError as exc:
+            print_error(exc)
+            failed = True
+            continue
+        rules = sum(len(group.rules) for group in groups)
+        print(f"{path}: OK ({len(groups)} group(s), {rules} rule(s))")
+    return 1 if failed else 0
+
+
+def cmd_test_rules(args: argparse.Namespace) -> int:
+    """promtool's unit-test format; exit 0 only if every test of every file passes."""
+    from monitor.alerting.ruletests import run_file  # noqa: PLC0415
+
+    passed = True
+    for path in args.files:
+        print(f"Unit Testing:  {path}")
+        result = run_file(path)
+        if result.passed:
+            print("  SUCCESS\n")
+        else:
+            passed = False
+            print("  FAILED:")
+            for failure in result.failures:
+                print(failure)
+            print()
+    return 0 if passed else 1
+
+
+def cmd_query(args: argparse.Namespace) -> int:
+    from monitor.query_client import QueryClientError, instant_query  # noqa: PLC0415
+
+    try:
+        lines = instant_query(args.url, args.expr, at=args.time, token=args.token)
+    except QueryClientError as exc:
+        print_error(exc)
+        return exc.exit_code
+    for line in lines:
+        print(line)
+    return 0
+
+
 def print_error(exc: Exception) -> None:
     """Each problem on its own line, each line prefixed, so any one of them reads alone."""
     for line in str(exc).splitlines() or [type(exc).__name__]:
@@ -99,6 +153,25 @@ def build_parser() -> argparse.ArgumentParser:
     check_config = check_what.add_parser("config", help="validate a config file")
     check_config.add_argument("path")
     check_config.set_defaults(handler=cmd_check_config)
+    check_rules = check_what.add_parser("rules", help="validate rule files, PromQL included")
+    check_rules.add_argument("files", nargs="+", metavar="FILE")
+    check_rules.set_defaults(handler=cmd_check_rules)
+
+    test = commands.add_parser("test", help="run rule unit tests")
+    test_what = test.add_subparsers(dest="what", metavar="WHAT", required=True)
+    test_rules = test_what.add_parser(
+        "rules", help="run rule unit tests written in `promtool test rules` format")
+    test_rules.add_argument("files", nargs="+", metavar="FILE")
+    test_rules.set_defaults(handler=cmd_test_rules)
+
+    query = commands.add_parser("query", help="instant query against a running daemon")
+    query.add_argument("expr", metavar="EXPR")
+    query.add_argument("--time", help="evaluation time (RFC 3339 or unix seconds; default now)")
+    query.add_argument("--url", default="http://127.0.0.1:9464",
+                       help="the daemon's address (default %(default)s)")
+    query.add_argument("--token", default=os.environ.get("INFERWATCH_TOKEN"),
+                       help="bearer token (default $INFERWATCH_TOKEN)")
+    query.set_defaults(handler=cmd_query)
     return parser
 
 

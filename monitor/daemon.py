@@ -27,7 +27,12 @@ from aiohttp import web
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
 from monitor import __version__
+from monitor.alerting.groups import RuleGroup
+from monitor.alerting.manager import RuleManager, load_groups
+from monitor.alerting.rules import TemplateContext, template_query
+from monitor.alerting.state import AlertStateStore
 from monitor.api.app import TokenHolder, create_app
+from monitor.api.prom import add_prometheus_api
 from monitor.clock import Clock, SystemClock
 from monitor.config import Config, load_config
 from monitor.errors import ConfigError, StartupError
@@ -37,12 +42,19 @@ from monitor.ingest.watch import ChangeWatcher, make_watcher
 from monitor.metrics import families as fam
 from monitor.metrics.exposition import Exposition
 from monitor.metrics.store import MetricStore
+from monitor.promql.ast import reach_ms
+from monitor.promql.engine import Engine
 from monitor.sdnotify import SystemdNotifier
 from monitor.storage import StateStore
+from monitor.tsdb.scrape import InternalScraper
+from monitor.tsdb.store import SeriesStore
 
 log = logging.getLogger(__name__)
 
 PRUNE_EVERY_S = 3600.0
+TRIM_EVERY_S = 60.0
+API_QUERY_TIMEOUT_S = 30.0
+RETENTION_MARGIN_MS = 60_000
 # The ingest loop ticks at least every rescan interval and after every chunk it reads; a loop
 # silent for this long (beyond its own interval) is wedged.
 STALL_GRACE_S = 60.0
@@ -56,6 +68,14 @@ class RunState(Enum):
     STOPPING = "stopping"
     STOPPED = "stopped"
     CRASHED = "crashed"
+
+
+def retention_ms(config: Config, groups: list[RuleGroup]) -> int:
+    """storage.retention, or longer when a rule reaches further back (SPEC §4)."""
+    lookback = 5 * 60 * 1000
+    needed = max((reach_ms(rule.expr, lookback) for group in groups for rule in group.rules),
+                 default=0)
+    return max(round(config.storage.retention * 1000), needed + RETENTION_MARGIN_MS)
 
 
 def _raise_open_file_limit() -> None:
@@ -90,7 +110,13 @@ class Daemon:
         self.store = MetricStore(config.namespace, config.metrics.series_limit)
         self._stop = asyncio.Event()
         self._ingest_stop = asyncio.Event()
+        self._rules_stop = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
+        self.templates = TemplateContext(external_labels={}, external_url="")
+        self.series = SeriesStore(round(config.storage.retention * 1000))
+        self.engine: Engine | None = None
+        self.scraper: InternalScraper | None = None
+        self.rules: RuleManager | None = None
         self._reload_lock = asyncio.Lock()
         self._state_store: StateStore | None = None
         self._runner: web.AppRunner | None = None
@@ -126,12 +152,16 @@ class Daemon:
                 metrics=self.config.metrics, state=self._state_store, store=self.store,
                 clock=self.clock, watcher_factory=self._watcher_factory,
             )
+            self._start_rules(self._state_store)
             await self._start_http()
+            self.templates.external_url = self.listen_url
         except BaseException:
             self._state_store.close()
             self._state_store = None
             raise
         self._tasks.append(asyncio.create_task(self._run_ingest(), name="ingest"))
+        assert self.rules is not None
+        self._tasks.append(asyncio.create_task(self.rules.run(self._rules_stop), name="rules"))
         self._start_scheduler()
         self.state = RunState.RUNNING
         log.info("inferwatch %s started: %d persisted series restored, %d source(s), "
@@ -142,6 +172,13 @@ class Daemon:
     async def _start_http(self) -> None:
         server = self.config.server
         app = create_app(exposition=Exposition(self.store), control=self, token=self.token)
+        assert self.engine is not None
+        # Queries from the API get their own, shorter timeout than rule evaluations.
+        api_engine = Engine(self.series, timeout_s=API_QUERY_TIMEOUT_S,
+                            subquery_step_ms=self.engine.subquery_step_ms)
+        add_prometheus_api(app, engine=api_engine, series=self.series,
+                           rules=lambda: self.rules.groups if self.rules else [],
+                           clock=self.clock)
         self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
         await self._runner.setup()
         site = web.TCPSite(self._runner, server.listen_host, server.listen_port,
@@ -156,8 +193,30 @@ class Daemon:
         host = server.listen_host
         self.listen_url = f"http://{f'[{host}]' if ':' in host else host}:{server.listen_port}"
 
+    def _start_rules(self, state: StateStore) -> None:
+        """The series store, its scrape, the engine and the rule groups (loaded first: a bad
+        rule file stops the start-up before anything listens)."""
+        config = self.config
+        groups = load_groups(config.rule_files,
+                             default_interval_ms=round(config.evaluation_interval * 1000),
+                             templates=self.templates)
+        self.series.retention_ms = retention_ms(config, groups)
+        self.engine = Engine(self.series,
+                             subquery_step_ms=round(config.evaluation_interval * 1000))
+        self.templates.query = template_query(self.engine.instant)
+        self.scraper = InternalScraper(self.store, self.series, self.clock,
+                                       config.scrape_interval)
+        self.rules = RuleManager(engine=self.engine, series=self.series, metrics=self.store,
+                                 clock=self.clock, state=AlertStateStore(state))
+        self.rules.replace(groups, restore=True)
+
     def _start_scheduler(self) -> None:
         scheduler = AsyncIOScheduler(event_loop=asyncio.get_running_loop())
+        assert self.scraper is not None
+        scheduler.add_job(self.scraper.scrape, "interval", seconds=self.config.scrape_interval,
+                          max_instances=1, coalesce=True, id="scrape")
+        scheduler.add_job(self._trim, "interval", seconds=TRIM_EVERY_S, max_instances=1,
+                          coalesce=True, id="trim-series")
         interval = self.notifier.watchdog_interval()
         if interval is not None:
             scheduler.add_job(self._watchdog, "interval", seconds=interval, max_instances=1,
@@ -191,6 +250,7 @@ class Daemon:
         self.state = RunState.STOPPING
         self.notifier.stopping()
         self._ingest_stop.set()
+        self._rules_stop.set()
         for task in self._tasks:
             with contextlib.suppress(Exception, asyncio.CancelledError):
                 await task
@@ -247,7 +307,10 @@ class Daemon:
                 new = self._load(self.config_path)
                 error = self._refuse(new)
                 if error is None:
-                    self._apply(new)
+                    groups = load_groups(
+                        new.rule_files, templates=self.templates,
+                        default_interval_ms=round(new.evaluation_interval * 1000))
+                    self._apply(new, groups)
             except ConfigError as exc:
                 error = str(exc)
             except Exception as exc:  # a loader bug must not leave the daemon half-reloaded
@@ -282,7 +345,7 @@ class Daemon:
                     f"or server.allow_unauthenticated: true, or restart to change the address)")
         return None
 
-    def _apply(self, new: Config) -> None:
+    def _apply(self, new: Config, groups: list[RuleGroup]) -> None:
         old = self.config
         for section in ("namespace", "storage", "metrics", "ingest"):
             if getattr(new, section) != getattr(old, section):
@@ -292,6 +355,9 @@ class Daemon:
         self.token.token = self._bearer_token(new)
         if self.ingest is not None and new.sources != old.sources:
             self.ingest.reconfigure(new.sources)
+        if self.rules is not None:
+            self.series.retention_ms = retention_ms(new, groups)
+            self.rules.replace(groups)
         self.config = new
 
     # -- periodic jobs --------------------------------------------------------------------------
@@ -304,6 +370,11 @@ class Daemon:
         else:
             log.error("ingestion loop silent for %.0f s; withholding the watchdog ping",
                       silent_for)
+
+    async def _trim(self) -> None:
+        dropped = self.series.trim(int(self.clock.time() * 1000))
+        if dropped:
+            log.debug("series store: %d sample(s) past retention dropped", dropped)
 
     async def _prune(self) -> None:
         assert self.ingest is not None

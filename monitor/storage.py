@@ -61,6 +61,24 @@ MIGRATIONS: tuple[str, ...] = (
         PRIMARY KEY (family, labels)
     );
     """,
+    """
+    CREATE TABLE alert_state (
+        rule_key TEXT NOT NULL,
+        labels TEXT NOT NULL,
+        annotations TEXT NOT NULL,
+        state INTEGER NOT NULL,
+        active_at INTEGER NOT NULL,
+        fired_at INTEGER,
+        resolved_at INTEGER,
+        keep_firing_since INTEGER,
+        value REAL NOT NULL,
+        PRIMARY KEY (rule_key, labels)
+    );
+    CREATE TABLE rule_groups (
+        group_key TEXT PRIMARY KEY,
+        last_eval INTEGER NOT NULL
+    );
+    """,
 )
 
 

@@ -1,4 +1,4 @@
-"""Prometheus-style durations (`30s`, `1h30m`, `7d`) and byte sizes (`1MiB`), parsed."""
+"""Prometheus-style durations (`30s`, `1h30m`, `7d`) and byte sizes (`1MiB`)."""
 
 from __future__ import annotations
 
@@ -32,6 +32,20 @@ def parse_duration(text: str) -> float:
         if value is not None:
             seconds += int(value) * unit_seconds
     return seconds
+
+
+def format_duration(seconds: float) -> str:
+    """The shortest Prometheus duration for `seconds`, at millisecond resolution (`1h30m`)."""
+    millis = round(seconds * 1000)
+    if millis == 0:
+        return "0s"
+    sign, millis = ("-", -millis) if millis < 0 else ("", millis)
+    parts = []
+    for unit, unit_seconds in _DURATION_UNITS:
+        count, millis = divmod(millis, round(unit_seconds * 1000))
+        if count:
+            parts.append(f"{count}{unit}")
+    return sign + "".join(parts)
 
 
 def parse_bytes(value: int | str) -> int:

@@ -30,6 +30,8 @@ from monitor.storage import MIGRATIONS, STATE_FILE_NAME, StateStore
 TS = "2026-01-18T06:07:46.123Z"
 
 
+STATE_TABLES = {"sources", "file_offsets", "counters", "alert_state", "rule_groups"}
+
 def tables(state: StateStore) -> set[str]:
     rows = state.connection.execute("SELECT name FROM sqlite_master WHERE type = 'table'")
     return {name for (name,) in rows}
@@ -42,7 +44,7 @@ def test_fresh_directory_gets_a_new_state_file(tmp_path: Path) -> None:
     directory = tmp_path / "deep" / "state"
     state = StateStore(directory)
     assert state.path == directory / STATE_FILE_NAME
-    assert tables(state) == {"sources", "file_offsets", "counters"}
+    assert tables(state) == STATE_TABLES
     (version,) = state.connection.execute("PRAGMA user_version").fetchone()
     assert version == len(MIGRATIONS)
     (mode,) = state.connection.execute("PRAGMA journal_mode").fetchone()
@@ -75,7 +77,7 @@ def test_a_leftover_creating_file_from_a_crashed_creation_is_ignored(tmp_path: P
     leftover.write_bytes(b"half a database from a crash")
     Path(f"{leftover}-wal").write_bytes(b"junk")
     state = StateStore(tmp_path)
-    assert tables(state) == {"sources", "file_offsets", "counters"}
+    assert tables(state) == STATE_TABLES
     assert not leftover.exists()
     state.close()
 

@@ -82,6 +82,26 @@ CHECKPOINT_FAILURES = FamilySpec(
     name="checkpoint_failures", kind=Kind.COUNTER,
     help="Checkpoints (offsets and counters) that could not be written to the state file.",
 )
+RULE_EVALUATION_FAILURES = FamilySpec(
+    name="rule_evaluation_failures", kind=Kind.COUNTER, labels=("group",),
+    help="Rule evaluations that failed (the rule is skipped for that evaluation).",
+)
+RULE_GROUP_LAST_DURATION = FamilySpec(
+    name="rule_group_last_duration_seconds", kind=Kind.GAUGE, labels=("group",),
+    help="How long the last evaluation of a rule group took.",
+)
+RULE_GROUP_MISSED = FamilySpec(
+    name="rule_group_iterations_missed", kind=Kind.COUNTER, labels=("group",),
+    help="Rule group evaluations skipped because the previous one ran past its interval.",
+)
+ALERTS = FamilySpec(
+    name="alerts", kind=Kind.GAUGE, labels=("alertname", "state"),
+    help="Active alerts by name and state (pending or firing).",
+)
+TSDB_SERIES = FamilySpec(
+    name="tsdb_series", kind=Kind.GAUGE,
+    help="Series in the in-memory series store (what rules and queries see).",
+)
 BUILD_INFO = FamilySpec(
     name="build_info", kind=Kind.GAUGE, labels=("version",),
     help="Always 1; the version label says which inferwatch is running.",

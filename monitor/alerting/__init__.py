@@ -1,0 +1,1 @@
+"""Rule files, rule evaluation, alert state and templates."""

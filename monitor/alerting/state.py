@@ -1,0 +1,106 @@
+"""Alert state in the state file, so a restart neither forgets a pending `for` nor re-fires.
+
+After each group evaluation the active alerts of every alerting rule whose set changed are
+written (one transaction per group), with the group's evaluation time. At start-up they are
+put back; pending alerts then have their `for` clock adjusted for the time the daemon was down
+exactly as Prometheus restores `for` state (outage tolerance 1 h, grace period 10 m), and
+firing alerts stay firing.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from collections.abc import Iterable
+
+import orjson
+
+from monitor.alerting.rules import Alert, AlertingRule, AlertState
+from monitor.promql.values import Labels
+from monitor.storage import StateStore
+
+log = logging.getLogger(__name__)
+
+OUTAGE_TOLERANCE_MS = 60 * 60 * 1000
+FOR_GRACE_PERIOD_MS = 10 * 60 * 1000
+
+Snapshot = tuple[tuple[Labels, int, int, int | None, int | None, int | None], ...]
+
+
+def rule_key(group_key: str, rule: AlertingRule) -> str:
+    """Stable across reloads while the rule's name and static labels stay the same."""
+    labels = orjson.dumps(sorted(rule.labels.items())).decode()
+    digest = hashlib.sha256(labels.encode()).hexdigest()[:16]
+    return f"{group_key}|{rule.name}|{digest}"
+
+
+def snapshot(rule: AlertingRule) -> Snapshot:
+    return tuple(sorted(
+        (a.labels, int(a.state), a.active_at, a.fired_at, a.resolved_at, a.keep_firing_since)
+        for a in rule.active.values()))
+
+
+def _pairs(text: str) -> Labels:
+    return tuple((str(k), str(v)) for k, v in orjson.loads(text))
+
+
+class AlertStateStore:
+    """Reads and writes alert state through the daemon's StateStore."""
+
+    def __init__(self, state: StateStore) -> None:
+        self.state = state
+
+    def save(self, group_key: str, t: int,
+             rules: Iterable[tuple[str, AlertingRule]]) -> None:
+        with self.state.transaction() as cursor:
+            for key, rule in rules:
+                cursor.execute("DELETE FROM alert_state WHERE rule_key = ?", (key,))
+                cursor.executemany(
+                    "INSERT INTO alert_state (rule_key, labels, annotations, state, active_at, "
+                    "fired_at, resolved_at, keep_firing_since, value) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    [(key, orjson.dumps(a.labels).decode(),
+                      orjson.dumps(a.annotations).decode(), int(a.state), a.active_at,
+                      a.fired_at, a.resolved_at, a.keep_firing_since, a.value)
+                     for a in rule.active.values()])
+            cursor.execute(
+                "INSERT INTO rule_groups (group_key, last_eval) VALUES (?, ?) "
+                "ON CONFLICT (group_key) DO UPDATE SET last_eval = excluded.last_eval",
+                (group_key, t))
+
+    def last_eval(self, group_key: str) -> int | None:
+        row = self.state.connection.execute(
+            "SELECT last_eval FROM rule_groups WHERE group_key = ?", (group_key,)).fetchone()
+        return None if row is None else int(row[0])
+
+    def restore(self, key: str, rule: AlertingRule, *, down_at: int | None, now: int) -> int:
+        """Put a rule's saved alerts back; the number restored."""
+        rows = self.state.connection.execute(
+            "SELECT labels, annotations, state, active_at, fired_at, resolved_at, "
+            "keep_firing_since, value FROM alert_state WHERE rule_key = ?", (key,)).fetchall()
+        restored = 0
+        for labels, notes, state, active_at, fired_at, resolved_at, since, value in rows:
+            alert = Alert(_pairs(labels), _pairs(notes), AlertState(state), active_at,
+                          value, fired_at, resolved_at, since)
+            if alert.state is AlertState.PENDING and not _adjust_pending(
+                    alert, rule.for_ms, down_at, now):
+                continue
+            rule.active[alert.labels] = alert
+            restored += 1
+        return restored
+
+
+def _adjust_pending(alert: Alert, for_ms: int, down_at: int | None, now: int) -> bool:
+    """Prometheus's RestoreForState for one pending alert; False to drop it."""
+    if down_at is None or now - down_at > OUTAGE_TOLERANCE_MS:
+        return False  # down too long: the `for` starts again when the alert comes back
+    if for_ms < FOR_GRACE_PERIOD_MS:
+        return True  # short `for`: Prometheus does not adjust; the clock just carries on
+    remaining = for_ms - (down_at - alert.active_at)
+    if remaining <= 0:
+        return True
+    if remaining < FOR_GRACE_PERIOD_MS:
+        alert.active_at = now + FOR_GRACE_PERIOD_MS - for_ms
+    else:
+        alert.active_at += now - down_at
+    return True

@@ -1,0 +1,1 @@
+"""PromQL: parsing (via promql-parser) and evaluation over the local series store."""

@@ -1,0 +1,1 @@
+"""The in-memory series store and the internal scrape that fills it."""
