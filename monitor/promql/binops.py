@@ -1,9 +1,9 @@
 """Binary operators: arithmetic, comparisons and set operations, as Prometheus 2.42 does them.
 
 Arithmetic follows Go's float64 rules rather than Python's: division by zero gives ±Inf or
-NaN, `%` is Go's math.Mod (sign of the dividend, NaN for a zero divisor), `^` is math.Pow
-(NaN instead of an exception for a negative base and a fractional exponent, ±Inf on
-overflow). Only + - * / % ^ drop the metric name; atan2 and comparisons keep it (a `bool`
+NaN, `%` is Go's math.Mod (sign of the dividend, NaN for a zero divisor), `^` and atan2 are
+ports of Go's math.Pow and math.Atan2 (NaN and ±Inf where Python raises, and the same last
+bit). Only + - * / % ^ drop the metric name; atan2 and comparisons keep it (a `bool`
 comparison drops it).
 """
 
@@ -13,6 +13,8 @@ import math
 from collections.abc import Callable
 
 from monitor.promql import ast
+from monitor.promql.gomath import go_pow
+from monitor.promql.gotrig import atan2
 from monitor.promql.values import (
     METRIC_NAME,
     Labels,
@@ -47,27 +49,14 @@ def go_mod(a: float, b: float) -> float:
     return math.fmod(a, b)
 
 
-def go_pow(a: float, b: float) -> float:
-    try:
-        return math.pow(a, b)
-    except ValueError:  # a negative base with a non-integer exponent, or 0 ** negative
-        if a == 0.0:
-            odd = b.is_integer() and int(b) % 2 == 1
-            return math.copysign(math.inf, a) if odd else math.inf
-        return math.nan
-    except OverflowError:
-        odd = b.is_integer() and int(b) % 2 == 1
-        return -math.inf if a < 0 and odd else math.inf
-
-
 ARITHMETIC_OPS: dict[str, Callable[[float, float], float]] = {
     "+": lambda a, b: a + b,
     "-": lambda a, b: a - b,
     "*": lambda a, b: a * b,
     "/": go_div,
     "%": go_mod,
-    "^": go_pow,
-    "atan2": math.atan2,
+    "^": go_pow,  # Go's math.Pow, bit for bit (Python's pow differs in the last bit)
+    "atan2": atan2,
 }
 COMPARISON_OPS: dict[str, Callable[[float, float], bool]] = {
     "==": lambda a, b: a == b,

@@ -310,7 +310,7 @@ class _Query:
         out: Vector = []
         for series in windows:
             assert isinstance(series, Series)
-            value = function(RangeInput(series.ts, series.vs, end - range_ms, end, params))
+            value = function(RangeInput(series.ts, series.vs, end - range_ms, end, params, t))
             if value is not None:
                 labels = series.labels if keep_name else without_name(series.labels)
                 out.append(Sample(labels, t, value))

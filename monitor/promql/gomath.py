@@ -9,6 +9,8 @@ can differ). To give Prometheus's exact answers, the functions PromQL exposes ar
   A CPU without FMA, or an arm64 Prometheus, can differ in the last bit.
 - `log1p`, `log2` and `log10` follow the pure-Go sources; the trigonometric and hyperbolic
   functions, which build on these, live in gotrig.py.
+- `go_pow` is Go's Pow, for the `^` operator (C's pow differs in about half of all
+  non-integer cases; gotrig.atan2 is the `atan2` operator's);
 - `sqrt`, `floor` and `ceil` are exact operations, so only their special cases need care;
   `go_max`, `go_min` and `go_div` give Go's answers for NaN, infinities and signed zeros.
 
