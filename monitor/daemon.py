@@ -53,7 +53,8 @@ log = logging.getLogger(__name__)
 
 PRUNE_EVERY_S = 3600.0
 TRIM_EVERY_S = 60.0
-API_QUERY_TIMEOUT_S = 30.0
+# Queries run on the event loop: bounded well under the watchdog ping spacing (WatchdogSec/2).
+API_QUERY_TIMEOUT_S = 10.0
 RETENTION_MARGIN_MS = 60_000
 # The ingest loop ticks at least every rescan interval and after every chunk it reads; a loop
 # silent for this long (beyond its own interval) is wedged.
