@@ -175,7 +175,11 @@ class RuleManager:
         interval = group.interval_ms
         next_t = (int(self.clock.time() * 1000) // interval + 1) * interval
         while True:
-            await asyncio.sleep(max(0.0, next_t / 1000.0 - self.clock.time()))
+            now = int(self.clock.time() * 1000)
+            if next_t - now > interval:
+                # The wall clock stepped back: realign instead of waiting for it to catch up.
+                next_t = (now // interval + 1) * interval
+            await asyncio.sleep(max(0.0, (next_t - now) / 1000.0))
             self.evaluate(group, next_t)
             next_t += interval
             now = int(self.clock.time() * 1000)
