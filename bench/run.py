@@ -15,8 +15,12 @@ are checked against the generator's truth (a mismatch is a warning). Then the da
 
 Last, the idle cost: CPU share of a daemon watching 1,000 quiet files, inotify and polling.
 
-Flags: --lines, --rss-lines, --repeat, --seed, --quick, --no-rss, --no-idle, --profile N,
---json PATH.
+Then the rules section (bench/rules_bench.py): 200 alerting rules over 1k/5k/20k series,
+query_range over 6 h, bytes per stored sample, beside a real Prometheus over the same samples.
+
+Flags: --only ingest|rules, --lines, --rss-lines, --repeat, --seed, --quick, --no-rss,
+--no-idle, --profile N, --json PATH; for the rules section --rule-series, --rule-history,
+--range-series, --no-prometheus.
 Exits 0 whatever the figures; 2 on bad usage.
 """
 
@@ -40,6 +44,8 @@ from idle import IdleRun, measure_idle
 from mtail_peer import mtail_binary, mtail_version, prepare, run_mtail
 from procs import BENCH_DIR, free_loopback_port, run_timed
 from report import Ratio, format_absolutes, format_ratios, medians, ratio
+from rules_bench import RulesConfig, config_from, run_rules
+from rules_bench import add_arguments as add_rules_arguments
 
 from monitor.metrics.families import DURATION_BUCKETS
 
@@ -251,9 +257,9 @@ def print_summary(bench: Bench, ratios: Sequence[Ratio], med: dict[str, float],
         print("\nall contenders' counts equal the truth")
 
 
-def write_json(path: Path, bench: Bench, ratios: Sequence[Ratio], med: dict[str, float],
-               rss: dict[str, Any] | None, idle: Sequence[IdleRun]) -> None:
-    document = {
+def ingest_document(bench: Bench, ratios: Sequence[Ratio], med: dict[str, float],
+                    rss: dict[str, Any] | None, idle: Sequence[IdleRun]) -> dict[str, Any]:
+    return {
         "machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
                     "platform": platform.platform(),
                     "mtail": mtail_version(bench.mtail) if bench.mtail else None},
@@ -267,8 +273,6 @@ def write_json(path: Path, bench: Bench, ratios: Sequence[Ratio], med: dict[str,
                   "cpu_s": r.cpu_s, "core_share": r.core_share} for r in idle],
         "warnings": bench.warnings,
     }
-    path.write_text(json.dumps(document, indent=2) + "\n")
-    print(f"\nresults written to {path}")
 
 
 def profile_catchup(data: Dataset, scratch: Path, top: int) -> None:
@@ -282,10 +286,13 @@ def profile_catchup(data: Dataset, scratch: Path, top: int) -> None:
 # -- entry point ------------------------------------------------------------------------------
 
 
-def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+def parse_args(argv: Sequence[str] | None) -> tuple[argparse.Namespace, RulesConfig]:
     parser = argparse.ArgumentParser(
         description="Ingest throughput of inferwatch vs mtail and a bare orjson loop, and "
-                    "its memory after a large catch-up. Figures are ratios within one run.")
+                    "its memory after a large catch-up; then rule evaluation and query_range "
+                    "beside a real Prometheus. Figures are ratios within one run.")
+    parser.add_argument("--only", choices=("ingest", "rules"),
+                        help="run one section (default: both, ingest first)")
     parser.add_argument("--lines", type=int, help=f"lines in the timed log "
                         f"(default {DEFAULT_LINES:,}; --quick {QUICK_LINES:,})")
     parser.add_argument("--rss-lines", type=int, help=f"lines in the memory run's log "
@@ -300,8 +307,10 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--no-idle", action="store_true",
                         help="skip the idle-cost run (1,000 quiet files)")
     parser.add_argument("--profile", type=int, metavar="N", default=0,
-                        help="afterwards, cProfile one catch-up and print the top N functions")
+                        help="afterwards, cProfile one catch-up (and the largest rule "
+                             "evaluation and slowest range query) and print the top N functions")
     parser.add_argument("--json", type=Path, metavar="PATH", help="write the results here")
+    add_rules_arguments(parser)
     args = parser.parse_args(argv)
     defaults = ((QUICK_LINES, QUICK_RSS_LINES, 1) if args.quick
                 else (DEFAULT_LINES, DEFAULT_RSS_LINES, DEFAULT_REPEAT))
@@ -310,11 +319,11 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
             setattr(args, name, default)
     if min(args.lines, args.rss_lines, args.repeat) <= 0:
         parser.error("--lines, --rss-lines and --repeat must be positive")
-    return args
+    return args, config_from(args, parser)
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    args = parse_args(argv)
+def run_ingest(args: argparse.Namespace) -> dict[str, Any]:
+    """The ingest section; its JSON document."""
     data = ensure_dataset(args.lines, args.seed)
     big = None if args.no_rss else ensure_dataset(args.rss_lines, args.seed)
     with tempfile.TemporaryDirectory(prefix="inferwatch-bench-") as scratch:
@@ -333,10 +342,24 @@ def main(argv: Sequence[str] | None = None) -> int:
             idle = [measure_idle(Path(scratch) / f"idle-{mode}", inotify=mode, window_s=window)
                     for mode in (True, False)]
             print_idle(idle)
-        if args.json is not None:
-            write_json(args.json, bench, ratios, med, rss, idle)
         if args.profile:
             profile_catchup(data, Path(scratch), args.profile)
+        return ingest_document(bench, ratios, med, rss, idle)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args, rules_config = parse_args(argv)
+    document: dict[str, Any] = {}
+    if args.only in (None, "ingest"):
+        document.update(run_ingest(args))
+    if args.only in (None, "rules"):
+        if args.only is None:
+            print("\n" + "=" * 100 + "\n")
+        with tempfile.TemporaryDirectory(prefix="inferwatch-rules-bench-") as scratch:
+            document["rules"] = run_rules(rules_config, Path(scratch))
+    if args.json is not None:
+        args.json.write_text(json.dumps(document, indent=2) + "\n")
+        print(f"\nresults written to {args.json}")
     return 0
 
 

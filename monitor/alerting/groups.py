@@ -45,11 +45,12 @@ class RuleGroup:
     health: list[RuleHealth] = field(default_factory=list)
     last_evaluation: float = 0.0
     last_duration_s: float = 0.0
-    _produced: list[set[Labels]] = field(default_factory=list)
+    # Per rule, the series it wrote at its last evaluation (for stale markers).
+    produced: list[set[Labels]] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self.health = [RuleHealth() for _ in self.rules]
-        self._produced = [set() for _ in self.rules]
+        self.produced = [set() for _ in self.rules]
 
     @property
     def key(self) -> str:
@@ -57,6 +58,17 @@ class RuleGroup:
 
     def alerting_rules(self) -> list[AlertingRule]:
         return [rule for rule in self.rules if isinstance(rule, AlertingRule)]
+
+    def identities(self) -> list[str]:
+        """Per rule, what identifies it across reloads and restarts (see `rule_identity`)."""
+        seen: dict[str, int] = {}
+        out = []
+        for rule in self.rules:
+            base = rule_identity(rule)
+            occurrence = seen.get(base, 0)
+            seen[base] = occurrence + 1
+            out.append(rule_identity(rule, occurrence))
+        return out
 
     def evaluate(self, t: int, query: Callable[..., object], series: SeriesStore,
                  on_failure: Callable[[RuleGroup, Rule, Exception], None]) -> None:
@@ -77,15 +89,27 @@ class RuleGroup:
             for sample in produced:
                 series.append(sample.labels, t, sample.v)
                 current.add(sample.labels)
-            for gone in self._produced[index] - current:
-                stored = series.series.get(gone)
-                if stored is not None:
-                    stored.append_stale(t)
-            self._produced[index] = current
+            mark_stale(series, self.produced[index] - current, t)
+            self.produced[index] = current
             health.health, health.last_error = "ok", ""
             health.duration_s = time.perf_counter() - rule_started
         self.last_evaluation = t / 1000.0
         self.last_duration_s = time.perf_counter() - started
+
+
+def rule_identity(rule: Rule, occurrence: int = 0) -> str:
+    """Kind, name, static labels, and the rule's position among rules of its group equal in
+    all three (Prometheus allows those): what carries a rule's state across reloads."""
+    kind = "alert" if isinstance(rule, AlertingRule) else "record"
+    return f"{kind}|{rule.name}|{sorted(rule.labels.items())!r}|{occurrence}"
+
+
+def mark_stale(series: SeriesStore, labels: set[Labels], t: int) -> None:
+    """Stale markers at `t` for series a rule no longer writes."""
+    for gone in labels:
+        stored = series.series.get(gone)
+        if stored is not None:
+            stored.append_stale(t)
 
 
 class RuleMetrics:

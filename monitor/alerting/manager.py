@@ -15,7 +15,7 @@ import glob
 import logging
 from collections.abc import Callable, Iterable, Mapping, Sequence
 
-from monitor.alerting.groups import RuleGroup, RuleMetrics, describe_failure
+from monitor.alerting.groups import RuleGroup, RuleMetrics, describe_failure, mark_stale
 from monitor.alerting.rulefmt import RuleGroupSpec, load_rule_file
 from monitor.alerting.rules import AlertingRule, RecordingRule, Rule, TemplateContext
 from monitor.alerting.state import AlertStateStore, Snapshot, rule_key, snapshot
@@ -25,7 +25,7 @@ from monitor.metrics import families as fam
 from monitor.metrics.store import MetricStore
 from monitor.promql.engine import Engine
 from monitor.promql.parse import PromQLParseError, parse_expr
-from monitor.promql.values import Value
+from monitor.promql.values import Labels, Value
 from monitor.tsdb.store import SeriesStore
 
 log = logging.getLogger(__name__)
@@ -87,27 +87,44 @@ class RuleManager:
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._saved: dict[str, Snapshot] = {}
         self._saved_at: dict[str, int] = {}
+        self._pending_stale: set[Labels] = set()
         self._running = False
 
     # -- loading -------------------------------------------------------------------------------
 
     def replace(self, groups: Sequence[RuleGroup], *, restore: bool = False) -> None:
-        """Use these groups: alerts carry over from the old rules, or come back from the
-        state file when `restore` (start-up)."""
-        old = {(g.key, rule_key(g.key, r)): r for g in self.groups for r in g.alerting_rules()}
+        """Use these groups. A rule keeps what it had (alerts, the series it wrote) when a rule
+        of the same identity was in the same group before; at start-up (`restore`) alerts come
+        back from the state file instead. Series of rules and groups that are gone get stale
+        markers now, as Prometheus writes them on reload."""
+        old = {(g.key, ident): (g, index) for g in self.groups
+               for index, ident in enumerate(g.identities())}
         now = int(self.clock.time() * 1000)
+        keys: set[str] = set()
         for group in groups:
             down_at = self.state.last_eval(group.key) if restore and self.state else None
-            for rule in group.alerting_rules():
-                key = rule_key(group.key, rule)
-                previous = old.get((group.key, key))
+            for index, ident in enumerate(group.identities()):
+                rule = group.rules[index]
+                previous = old.pop((group.key, ident), None)
                 if previous is not None:
-                    rule.active = previous.active
-                elif restore and self.state is not None:
+                    old_group, old_index = previous
+                    group.produced[index] = old_group.produced[old_index]
+                    old_rule = old_group.rules[old_index]
+                    if isinstance(rule, AlertingRule) and isinstance(old_rule, AlertingRule):
+                        rule.active = old_rule.active
+                if not isinstance(rule, AlertingRule):
+                    continue
+                key = rule_key(group.key, ident)
+                keys.add(key)
+                if previous is None and restore and self.state is not None:
                     restored = self.state.restore(key, rule, down_at=down_at, now=now)
                     if restored:
                         log.info("restored %d alert(s) of %s", restored, rule.name)
                 self._saved[key] = snapshot(rule)
+        for old_group, old_index in old.values():
+            self._pending_stale |= old_group.produced[old_index]
+        if self.state is not None:
+            self.state.forget_except(keys)
         self.groups = list(groups)
         if self._running:
             self._restart_tasks()
@@ -119,6 +136,12 @@ class RuleManager:
 
     def evaluate(self, group: RuleGroup, t: int) -> None:
         group.evaluate(t, self.query, self.series, self._failed)
+        if self._pending_stale:
+            # Series of rules a reload removed, marked stale at the next evaluation as
+            # Prometheus does (unless a rule now writes them again).
+            self._pending_stale -= set().union(*group.produced)
+            mark_stale(self.series, self._pending_stale, t)
+            self._pending_stale = set()
         self.metrics.evaluated(group)
         self.metrics.alert_counts(self.groups)
         self._persist(group, t)
@@ -133,8 +156,10 @@ class RuleManager:
         if self.state is None:
             return
         changed = []
-        for rule in group.alerting_rules():
-            key = rule_key(group.key, rule)
+        for rule, ident in zip(group.rules, group.identities(), strict=True):
+            if not isinstance(rule, AlertingRule):
+                continue
+            key = rule_key(group.key, ident)
             current = snapshot(rule)
             if current != self._saved.get(key):
                 changed.append((key, rule, current))
@@ -180,7 +205,11 @@ class RuleManager:
                 # The wall clock stepped back: realign instead of waiting for it to catch up.
                 next_t = (now // interval + 1) * interval
             await asyncio.sleep(max(0.0, (next_t - now) / 1000.0))
-            self.evaluate(group, next_t)
+            try:
+                self.evaluate(group, next_t)
+            except Exception:  # a bug here must cost one evaluation, never the group's loop
+                log.exception("unexpected error evaluating rule group %s", group.name)
+                self.metrics.failed(group)
             next_t += interval
             now = int(self.clock.time() * 1000)
             if now >= next_t:

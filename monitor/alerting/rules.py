@@ -201,9 +201,10 @@ class AlertingRule:
             raise RuleError(f"exceeded limit of {limit} with {live} alerts")
         return out
 
-    @staticmethod
-    def _series_labels(alert: Alert, name: str, *, with_state: bool = False) -> Labels:
-        pairs = dict(alert.labels)
+    def _series_labels(self, alert: Alert, name: str, *, with_state: bool = False) -> Labels:
+        # As Prometheus: the rule's labels as written, then the alert's (expanded) labels over
+        # them, so a label whose template expanded to "" shows its raw text here.
+        pairs = {**self.labels, **dict(alert.labels)}
         pairs[METRIC_NAME] = name
         if with_state:
             pairs[ALERT_STATE] = alert.state.label

@@ -58,10 +58,13 @@ class FileResult:
 
 
 def floats_equal(a: float, b: float) -> bool:
+    """Equal within a relative 1e-9; NaN equals NaN; an infinity equals only itself."""
     if math.isnan(a) or math.isnan(b):
         return math.isnan(a) and math.isnan(b)
     if a == b:
         return True
+    if math.isinf(a) or math.isinf(b):
+        return False
     return abs(a - b) <= RELATIVE_TOLERANCE * max(abs(a), abs(b))
 
 
@@ -118,7 +121,8 @@ def _run_group(test_file: TestFile, group: UnitTestGroup,
     groups = _ordered([build_group(spec, eval_ms, templates) for spec in specs],
                       test_file.group_eval_order)
     prefix = f"    name: {group.name},\n" if group.name else ""
-    errors: list[str] = []
+    errors: list[str] = []  # evaluation errors: they end the group's test, as in promtool
+    failures: list[str] = []  # failed checks: every one is reported
     alert_times = sorted({round(test.eval_time * 1000) for test in group.alert_rule_tests})
     last = max([*alert_times, *(round(t.eval_time * 1000) for t in group.promql_expr_tests),
                 0])
@@ -132,19 +136,19 @@ def _run_group(test_file: TestFile, group: UnitTestGroup,
         for rule_group in groups:
             rule_group.evaluate(current, engine.instant, store, failed)
         if errors:
-            return errors
+            return failures + errors
         while next_alert < len(alert_times) and current <= alert_times[next_alert] < (
                 current + eval_ms):
             at = alert_times[next_alert]
-            errors.extend(prefix + problem for problem in _check_alerts(
+            failures.extend(prefix + problem for problem in _check_alerts(
                 groups, [t for t in group.alert_rule_tests if round(t.eval_time * 1000) == at]))
             next_alert += 1
         current += eval_ms
     for test in group.promql_expr_tests:
         problem = _check_expr(engine, test)
         if problem is not None:
-            errors.append(prefix + problem)
-    return errors
+            failures.append(prefix + problem)
+    return failures
 
 
 def _check_alerts(groups: Sequence[RuleGroup], tests: Sequence[AlertRuleTest]) -> list[str]:
@@ -170,8 +174,8 @@ def _check_alerts(groups: Sequence[RuleGroup], tests: Sequence[AlertRuleTest]) -
 def _alerts_text(alerts: Sequence[tuple[Labels, Labels]]) -> str:
     if not alerts:
         return "[]"
-    return "[" + ", ".join(f"\n            {i}:\n              labels:{format_labels(labels)}"
-                           f"\n              annotations:{format_labels(annotations)}"
+    return "[" + ", ".join(f"\n            {i}:\n              Labels:{format_labels(labels)}"
+                           f"\n              Annotations:{format_labels(annotations)}"
                            for i, (labels, annotations) in enumerate(alerts)) + "\n            ]"
 
 

@@ -27,11 +27,11 @@ FOR_GRACE_PERIOD_MS = 10 * 60 * 1000
 Snapshot = tuple[tuple[Labels, int, int, int | None, int | None, int | None], ...]
 
 
-def rule_key(group_key: str, rule: AlertingRule) -> str:
-    """Stable across reloads while the rule's name and static labels stay the same."""
-    labels = orjson.dumps(sorted(rule.labels.items())).decode()
-    digest = hashlib.sha256(labels.encode()).hexdigest()[:16]
-    return f"{group_key}|{rule.name}|{digest}"
+def rule_key(group_key: str, identity: str) -> str:
+    """The state file's key for an alerting rule: stable while the rule keeps its group,
+    name, static labels and position among rules equal in those (see RuleGroup.identities)."""
+    digest = hashlib.sha256(identity.encode()).hexdigest()[:16]
+    return f"{group_key}|{digest}"
 
 
 def snapshot(rule: AlertingRule) -> Snapshot:
@@ -68,6 +68,16 @@ class AlertStateStore:
                 "ON CONFLICT (group_key) DO UPDATE SET last_eval = excluded.last_eval",
                 (group_key, t))
 
+    def forget_except(self, keys: set[str]) -> None:
+        """Drop the saved alerts of rules that no longer exist."""
+        stored = {key for (key,) in self.state.connection.execute(
+            "SELECT DISTINCT rule_key FROM alert_state")}
+        gone = stored - keys
+        if gone:
+            with self.state.transaction() as cursor:
+                cursor.executemany("DELETE FROM alert_state WHERE rule_key = ?",
+                                   [(key,) for key in gone])
+
     def last_eval(self, group_key: str) -> int | None:
         row = self.state.connection.execute(
             "SELECT last_eval FROM rule_groups WHERE group_key = ?", (group_key,)).fetchone()
@@ -95,7 +105,9 @@ def _adjust_pending(alert: Alert, for_ms: int, down_at: int | None, now: int) ->
     if down_at is None or now - down_at > OUTAGE_TOLERANCE_MS:
         return False  # down too long: the `for` starts again when the alert comes back
     if for_ms < FOR_GRACE_PERIOD_MS:
-        return True  # short `for`: Prometheus does not adjust; the clock just carries on
+        # Prometheus would start a short `for` over (it restores only `for` >= the grace
+        # period); SPEC §7 wants pending state to survive a restart, so it carries on.
+        return True
     remaining = for_ms - (down_at - alert.active_at)
     if remaining <= 0:
         return True

@@ -19,7 +19,6 @@ return a million points is refused with Prometheus's error instead of exhausting
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 from monitor.promql import ast
@@ -93,10 +92,12 @@ class _Query:
     subquery_step: int
     max_samples: int
     deadline: float
+    steps: range = range(0)  # a range query's steps, in order (lazy: may be 11,000 long)
     held: int = 0  # samples kept for the whole query: results, subquery steps
     step_samples: int = 0  # samples loaded for the current step, released after it
     selections: dict[int, list[MemSeries]] = field(default_factory=dict)
     subquery_values: dict[tuple[int, int], Vector] = field(default_factory=dict)
+    blocks: dict[int, _Block] = field(default_factory=dict)
 
     def load(self, samples: int) -> None:
         """Samples read for the step being evaluated (freed when it is done)."""
@@ -110,6 +111,9 @@ class _Query:
 
     def next_step(self) -> None:
         self.step_samples = 0
+
+    def release(self, samples: int) -> None:
+        self.held -= samples
 
     def _check(self) -> None:
         if self.held + self.step_samples > self.max_samples:
@@ -290,6 +294,9 @@ class _Query:
 
     def _range_call(self, node: ast.Call, matrix_index: int, t: int) -> Vector:
         argument = _unwrap(node.args[matrix_index])
+        if (isinstance(argument, ast.MatrixSelector) and t in self.steps
+                and node.func != "absent_over_time"):
+            return self._block_range_call(node, argument, matrix_index, t)
         windows = self.eval(argument, t)
         assert isinstance(windows, list)
         params = tuple(self.scalar(arg, t) for i, arg in enumerate(node.args)
@@ -315,6 +322,66 @@ class _Query:
                 labels = series.labels if keep_name else without_name(series.labels)
                 out.append(Sample(labels, t, value))
         return _unique(out)
+
+
+    def _block_range_call(self, node: ast.Call, argument: ast.MatrixSelector,
+                          matrix_index: int, t: int) -> Vector:
+        """A range function over a selector, for a range query: computed for a block of
+        steps at once, sliding each series' window forward instead of looking it up anew
+        at every step. Equal to the per-step result; memory is bounded by the block."""
+        block = self.blocks.get(id(node))
+        if block is not None and t in block.results:
+            return block.results[t]
+        first = self.steps.index(t)
+        times = self.steps[first:first + BLOCK_STEPS]
+        selector = argument.selector
+        range_ms = argument.range_ms
+        refs = [self.reference(selector.at, selector.offset_ms, step) for step in times]
+        params = [tuple(self.scalar(arg, step) for i, arg in enumerate(node.args)
+                        if i != matrix_index) for step in times]
+        results: dict[int, Vector] = {step: [] for step in times}
+        function = RANGE_FUNCTIONS[node.func]
+        keep_name = node.func == "last_over_time"
+        loaded = 0
+        for stored in self._series(selector):
+            ts, vs = stored.window(min(refs) - range_ms, max(refs))
+            if not ts:
+                continue
+            loaded += len(ts)
+            labels = stored.labels if keep_name else without_name(stored.labels)
+            lo = hi = 0
+            n = len(ts)
+            for step, ref, step_params in zip(times, refs, params, strict=True):
+                while hi < n and ts[hi] <= ref:
+                    hi += 1
+                mint = ref - range_ms
+                while lo < hi and ts[lo] < mint:
+                    lo += 1
+                if lo < hi:
+                    value = function(RangeInput(ts[lo:hi], vs[lo:hi], mint, ref,
+                                                step_params, step))
+                    if value is not None:
+                        results[step].append(Sample(labels, step, value))
+        self.load(loaded)
+        for vector in results.values():
+            _unique(vector)
+        if block is not None:
+            self.release(block.samples)
+        kept = sum(len(v) for v in results.values())
+        self.blocks[id(node)] = _Block(results, kept)
+        self.hold(kept)
+        return results[t]
+
+
+@dataclass
+class _Block:
+    """One range function's results for a block of consecutive range-query steps."""
+
+    results: dict[int, Vector]
+    samples: int
+
+
+BLOCK_STEPS = 64
 
 
 def _unwrap(node: ast.Expr) -> ast.Expr:
@@ -372,8 +439,9 @@ class Engine:
             raise BadQueryError("zero or negative query resolution step widths are not "
                                 "accepted. Try a positive integer")
         query = self._query(start_ms, end_ms)
+        query.steps = range(start_ms, end_ms + 1, step_ms)
         series: dict[Labels, Series] = {}
-        for t in _steps(start_ms, end_ms, step_ms):
+        for t in query.steps:
             query.next_step()
             value = query.eval(node, t)
             samples = [Sample((), t, value.v)] if isinstance(value, Scalar) else _vec(value)
@@ -383,12 +451,6 @@ class Engine:
                     found = series[sample.labels] = Series(sample.labels, [], [])
                 found.ts.append(t)
                 found.vs.append(sample.v)
+            query.next_step()  # the step's own samples are released; its result is kept
             query.hold(len(samples))
         return sorted(series.values(), key=lambda s: s.labels)
-
-
-def _steps(start: int, end: int, step: int) -> Iterator[int]:
-    t = start
-    while t <= end:
-        yield t
-        t += step

@@ -10,8 +10,10 @@ deriv, predict_linear) and nowhere else, so results match to the last bit.
 from __future__ import annotations
 
 import math
+import operator
 from collections.abc import Callable
-from dataclasses import dataclass
+
+import msgspec
 
 from monitor.promql.gomath import go_div, sqrt
 from monitor.promql.quantile import quantile
@@ -21,8 +23,10 @@ class FunctionError(ValueError):
     """A function call Prometheus rejects at evaluation time; the message is Prometheus's."""
 
 
-@dataclass(slots=True)
-class RangeInput:
+class RangeInput(msgspec.Struct, gc=False):
+    """One series' samples in one window, built once per series per step (hence a msgspec
+    Struct: cheap to build; it only holds the window's own lists, never itself)."""
+
     ts: list[int]  # sample timestamps (ms) in the window, ascending, never empty
     vs: list[float]
     start_ms: int  # window start: the (offset/@-adjusted) reference time minus the range
@@ -32,6 +36,8 @@ class RangeInput:
     # differs from end_ms under offset or @; None means end_ms.
     t_ms: int | None = None
 
+
+_le = operator.le
 
 RangeFunction = Callable[[RangeInput], float | None]
 
@@ -57,7 +63,7 @@ def _extrapolated_rate(window: RangeInput, is_counter: bool, is_rate: bool) -> f
     if len(vs) < 2:
         return None
     result = vs[-1] - vs[0]
-    if is_counter:
+    if is_counter and not all(map(_le, vs, vs[1:])):  # a reset somewhere: the rare case
         previous = vs[0]
         for value in vs[1:]:
             if value < previous:

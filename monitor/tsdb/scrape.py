@@ -65,6 +65,7 @@ class InternalScraper:
         self.interval_ms = round(interval_s * 1000)
         metrics.track_births = True
         self._targets: dict[SeriesId, list[MemSeries]] = {}
+        self._generation = series.generation
         self._last_t: int | None = None
         self._tsdb_series = metrics.register(fam.TSDB_SERIES)
 
@@ -75,6 +76,11 @@ class InternalScraper:
             return 0  # the clock did not move on (or went back): nothing new to record
         born = {(family.full_name, key) for family, key in self.metrics.take_births()
                 if family.spec.kind is not Kind.GAUGE}
+        if self._generation != self.series.generation:
+            # Retention removed series (e.g. after the clock leapt past it): the cached
+            # targets may be orphans the store no longer knows; look them up afresh.
+            self._targets.clear()
+            self._generation = self.series.generation
         birth_t = self._last_t if self._last_t is not None else t - self.interval_ms
         appended = 0
         seen: set[SeriesId] = set()

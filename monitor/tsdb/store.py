@@ -9,14 +9,39 @@ chunks; a series left without samples leaves the index.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
+from functools import lru_cache
+from typing import Any
+
+import re2
 
 from monitor.promql.values import Labels
 from monitor.tsdb.series import MemSeries
 
 EQUAL, NOT_EQUAL, REGEX, NOT_REGEX = "=", "!=", "=~", "!~"
+
+
+def _re2_options() -> re2.Options:
+    options = re2.Options()
+    options.log_errors = False  # errors are raised, and reported once, by the caller
+    return options
+
+
+_RE2_OPTIONS = _re2_options()
+
+
+@lru_cache(maxsize=4096)
+def compile_label_regex(pattern: str) -> Any:
+    """A fully anchored matcher regex with Go's (RE2's) syntax and linear-time matching, as
+    Prometheus compiles it: `.` does not match a newline, POSIX classes and `\\p{L}` work,
+    lookaround and backreferences are errors. ValueError for an invalid pattern."""
+    try:
+        return re2.compile(f"^(?:{pattern})$", _RE2_OPTIONS)
+    except re2.error as exc:
+        detail = exc.args[0].decode(errors="replace") if exc.args and isinstance(
+            exc.args[0], bytes) else str(exc)
+        raise ValueError(f"invalid regular expression {pattern!r}: {detail}") from None
 
 
 @dataclass(frozen=True)
@@ -26,13 +51,13 @@ class Matcher:
     name: str
     op: str
     value: str
-    _regex: re.Pattern[str] | None = field(default=None, compare=False, repr=False)
+    _regex: Any = field(default=None, compare=False, repr=False)
 
     @classmethod
     def of(cls, name: str, op: str, value: str) -> Matcher:
         if op not in (EQUAL, NOT_EQUAL, REGEX, NOT_REGEX):
             raise ValueError(f"unknown matcher operator {op!r}")
-        regex = re.compile(value, re.DOTALL) if op in (REGEX, NOT_REGEX) else None
+        regex = compile_label_regex(value) if op in (REGEX, NOT_REGEX) else None
         return cls(name, op, value, regex)
 
     def matches(self, value: str) -> bool:
@@ -41,7 +66,7 @@ class Matcher:
         if self.op == NOT_EQUAL:
             return value != self.value
         assert self._regex is not None
-        found = self._regex.fullmatch(value) is not None
+        found = self._regex.match(value) is not None
         return found if self.op == REGEX else not found
 
     @property
@@ -56,6 +81,7 @@ class SeriesStore:
         self.retention_ms = retention_ms
         self.series: dict[Labels, MemSeries] = {}
         self._postings: dict[str, dict[str, set[Labels]]] = {}
+        self.generation = 0  # bumped whenever series are removed: holders of MemSeries recheck
 
     def __len__(self) -> int:
         return len(self.series)
@@ -120,6 +146,8 @@ class SeriesStore:
                     emptied.append(labels)
         for labels in emptied:
             self._forget(labels)
+        if emptied:
+            self.generation += 1
         return dropped
 
     def _forget(self, labels: Labels) -> None:
