@@ -15,6 +15,8 @@ import signal
 from collections import Counter
 from pathlib import Path
 
+from monitor.alerting.groups import RuleGroup
+from monitor.alerting.rules import AlertState
 from monitor.clock import SystemClock
 from monitor.config import Config, default_config
 from monitor.daemon import Daemon
@@ -22,9 +24,13 @@ from monitor.demo.lines import default_incident_schedule
 from monitor.demo.workload import DemoWorkload, WorkloadStats
 from monitor.metrics import families as fam
 from monitor.metrics.store import CounterSeries, MetricStore
+from monitor.promql.values import Labels
 
 SOURCE_OF_SCHEMA = {"inference": "inference", "api_usage": "api"}
 _CATCH_UP_TIMEOUT_S = 10.0
+
+
+DEMO_RULES = Path(__file__).with_name("rules.yml")
 
 
 def demo_config(directory: Path, listen: str) -> Config:
@@ -32,6 +38,7 @@ def demo_config(directory: Path, listen: str) -> Config:
     return default_config(
         server={"listen": listen},
         storage={"path": str(directory / "state")},
+        rule_files=[str(DEMO_RULES)],
         sources=[
             {"name": "inference", "paths": [str(logs / "inference" / "*.log")],
              "schema": "inference", "labels": {"service": "deepseek-r1"}},
@@ -51,6 +58,35 @@ def requests_by_source(store: MetricStore) -> Counter[tuple[str, str]]:
         if isinstance(series, CounterSeries):
             totals[labels["source"], labels["status"]] += int(series.value)
     return totals
+
+
+class AlertTimeline:
+    """Records when each alert started firing and resolved, from the rule manager."""
+
+    def __init__(self, started: float) -> None:
+        self.started = started
+        self.events: list[tuple[float, str, str, str]] = []  # (offset s, name, what, summary)
+        self._firing: set[tuple[str, Labels]] = set()
+
+    def __call__(self, group: RuleGroup, t: int) -> None:
+        for rule in group.alerting_rules():
+            for labels, alert in rule.active.items():
+                key = (rule.name, labels)
+                summary = dict(alert.annotations).get("summary", "")
+                if alert.state is AlertState.FIRING and key not in self._firing:
+                    self._firing.add(key)
+                    self.events.append((t / 1000 - self.started, rule.name, "fired", summary))
+                elif alert.state is AlertState.INACTIVE and key in self._firing:
+                    self._firing.discard(key)
+                    self.events.append((t / 1000 - self.started, rule.name, "resolved", ""))
+
+    def print(self) -> None:
+        print("\nwhat fired (alerts are evaluated, not yet sent):")
+        if not self.events:
+            print("  nothing (a demo shorter than a few minutes ends before the incidents)")
+        for offset, name, what, summary in self.events:
+            detail = f": {summary}" if summary else ""
+            print(f"  {offset:6.0f}s  {name:<18} {what}{detail}")
 
 
 def _print_summary(stats: WorkloadStats, before: Counter[tuple[str, str]],
@@ -90,9 +126,13 @@ async def run_demo(*, directory: Path, duration: float, listen: str) -> int:
                   f"{directory / 'state'}")
             print(f"  metrics     {base}/metrics")
             print(f"  health      {base}/-/healthy   ready: {base}/-/ready")
+            print(f"  alerts      {base}/api/v1/alerts   query: {base}/api/v1/query?query=up")
             print(f"  running for {duration:.0f}s (Ctrl-C stops early); incidents: "
                   + ", ".join(f"{i.kind} at {i.start_s:.0f}s" for i in workload.incidents))
             before = requests_by_source(daemon.store)
+            timeline = AlertTimeline(clock.time())
+            assert daemon.rules is not None
+            daemon.rules.listeners.append(timeline)
             writer = asyncio.create_task(workload.run(stop))
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), duration)
@@ -102,6 +142,7 @@ async def run_demo(*, directory: Path, duration: float, listen: str) -> int:
             await _wait_for_catch_up(daemon)
             consistent = _print_summary(workload.stats, before,
                                         requests_by_source(daemon.store))
+            timeline.print()
     finally:
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(sig)
