@@ -53,6 +53,7 @@ from monitor.config_types import (
     load_context,
     split_host_port,
 )
+from monitor.goregexp import Regexp
 
 DEFAULT_STORAGE_PATH = Path("/var/lib/inferwatch")
 
@@ -170,7 +171,7 @@ class FieldSpec(ConfigModel):
     unit: TimeUnit | None = None
 
 
-def _regex_map_patterns(patterns: dict[str, str]) -> dict[str, re.Pattern[str]]:
+def _regex_map_patterns(patterns: dict[str, str]) -> dict[str, Regexp]:
     return {path: compile_regex(pattern) for path, pattern in patterns.items()}
 
 
@@ -209,12 +210,12 @@ class SourceConfig(ConfigModel):
     gpu_hourly_cost: NonNegativeMoney | None = None
 
     @cached_property
-    def include_patterns(self) -> dict[str, re.Pattern[str]]:
+    def include_patterns(self) -> dict[str, Regexp]:
         """`include` compiled: dotted path -> pattern (computed once, then cached)."""
         return _regex_map_patterns(self.include)
 
     @cached_property
-    def exclude_patterns(self) -> dict[str, re.Pattern[str]]:
+    def exclude_patterns(self) -> dict[str, Regexp]:
         """`exclude` compiled: dotted path -> pattern (computed once, then cached)."""
         return _regex_map_patterns(self.exclude)
 
@@ -337,7 +338,7 @@ class ProcessConfig(ConfigModel):
     match: RegexPattern
 
     @cached_property
-    def pattern(self) -> re.Pattern[str]:
+    def pattern(self) -> Regexp:
         return compile_regex(self.match)
 
 

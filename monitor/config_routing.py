@@ -27,6 +27,7 @@ from monitor.config_types import (
     compile_regex,
     config_problem,
 )
+from monitor.goregexp import Regexp
 
 DEFAULT_GROUP_WAIT = 30.0
 DEFAULT_GROUP_INTERVAL = 300.0
@@ -52,7 +53,7 @@ class Matcher(ConfigModel):
         return self
 
     @cached_property
-    def regex(self) -> re.Pattern[str] | None:
+    def regex(self) -> Regexp | None:
         return compile_regex(f"^(?:{self.value})$") if self.op in ("=~", "!~") else None
 
     def matches(self, labels: Mapping[str, str]) -> bool:

@@ -55,6 +55,8 @@ PRUNE_EVERY_S = 3600.0
 TRIM_EVERY_S = 60.0
 # Queries run on the event loop: bounded well under the watchdog ping spacing (WatchdogSec/2).
 API_QUERY_TIMEOUT_S = 10.0
+# Rules are evaluated on the event loop; one slow rule must not hold it past the watchdog.
+RULE_QUERY_TIMEOUT_S = 10.0
 RETENTION_MARGIN_MS = 60_000
 # The ingest loop ticks at least every rescan interval and after every chunk it reads; a loop
 # silent for this long (beyond its own interval) is wedged.
@@ -116,6 +118,7 @@ class Daemon:
         self.templates = TemplateContext(external_labels={}, external_url="")
         self.series = SeriesStore(round(config.storage.retention * 1000))
         self.engine: Engine | None = None
+        self.api_engine: Engine | None = None
         self.scraper: InternalScraper | None = None
         self.rules: RuleManager | None = None
         self._reload_lock = asyncio.Lock()
@@ -175,9 +178,9 @@ class Daemon:
         app = create_app(exposition=Exposition(self.store), control=self, token=self.token)
         assert self.engine is not None
         # Queries from the API get their own, shorter timeout than rule evaluations.
-        api_engine = Engine(self.series, timeout_s=API_QUERY_TIMEOUT_S,
-                            subquery_step_ms=self.engine.subquery_step_ms)
-        add_prometheus_api(app, engine=api_engine, series=self.series,
+        self.api_engine = Engine(self.series, timeout_s=API_QUERY_TIMEOUT_S,
+                                 subquery_step_ms=self.engine.subquery_step_ms)
+        add_prometheus_api(app, engine=self.api_engine, series=self.series,
                            rules=lambda: self.rules.groups if self.rules else [],
                            clock=self.clock)
         self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
@@ -202,7 +205,7 @@ class Daemon:
                              default_interval_ms=round(config.evaluation_interval * 1000),
                              templates=self.templates)
         self.series.retention_ms = retention_ms(config, groups)
-        self.engine = Engine(self.series,
+        self.engine = Engine(self.series, timeout_s=RULE_QUERY_TIMEOUT_S,
                              subquery_step_ms=round(config.evaluation_interval * 1000))
         self.templates.query = template_query(self.engine.instant)
         self.scraper = InternalScraper(self.store, self.series, self.clock,
@@ -283,9 +286,14 @@ class Daemon:
         try:
             await self.wait()
         finally:
-            for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
-                loop.remove_signal_handler(sig)
-            await self.stop()
+            # While stopping, a SIGHUP (a logrotate postrotate, say) must not kill the process
+            # with its default action before the last commit; a second SIGTERM changes nothing.
+            loop.add_signal_handler(signal.SIGHUP, lambda: None)
+            try:
+                await self.stop()
+            finally:
+                for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+                    loop.remove_signal_handler(sig)
         return 1 if self.state is RunState.CRASHED else 0
 
     # -- control (used by the HTTP API) ---------------------------------------------------------
@@ -353,6 +361,12 @@ class Daemon:
                 log.warning("reload: %s changed; restart inferwatch to apply it", section)
         if new.server.listen != old.server.listen:
             log.warning("reload: server.listen changed; restart inferwatch to apply it")
+        if new.scrape_interval != old.scrape_interval:
+            log.warning("reload: scrape_interval changed; restart inferwatch to apply it")
+        # A subquery without a step steps at the evaluation interval, as in Prometheus.
+        for engine in (self.engine, self.api_engine):
+            if engine is not None:
+                engine.subquery_step_ms = round(new.evaluation_interval * 1000)
         self.token.token = self._bearer_token(new)
         if self.ingest is not None and new.sources != old.sources:
             self.ingest.reconfigure(new.sources)

@@ -4,7 +4,6 @@ name file, line and key."""
 from __future__ import annotations
 
 import argparse
-import re
 import textwrap
 import time
 from decimal import Decimal
@@ -601,7 +600,6 @@ def test_compiled_include_and_exclude_patterns_are_cached_by_dotted_path(
             exclude: {req.user: "^test-"}
         """).sources[0]
     assert list(source.include_patterns) == ["req.model", "status"]
-    assert all(isinstance(p, re.Pattern) for p in source.include_patterns.values())
     assert source.include_patterns["status"].pattern == "^2"
     assert source.exclude_patterns["req.user"].search("test-42")
     assert source.include_patterns is source.include_patterns
@@ -1019,8 +1017,9 @@ def test_values_their_tag_cannot_read(value: str, message: str) -> None:
     ("scrape_interval: " + "9" * 400 + "y\n", "scrape_interval", "duration is too long"),
     ("scrape_interval: " + "9" * 30 + "0ms\n", "scrape_interval", "duration is too long"),
     ("processes: [{name: p, match: '" + "(" * 3000 + ")" * 3000 + "'}]\n",
-     "processes[0].match", "too deeply nested"),
-    ("processes: [{name: p, match: 'a{4294967296}'}]\n", "processes[0].match", "too large"),
+     "processes[0].match", "nests too deeply"),
+    ("processes: [{name: p, match: 'a{4294967296}'}]\n", "processes[0].match",
+         "invalid repeat count"),
 ])
 def test_values_that_overflow_are_config_errors(text: str, key: str, message: str) -> None:
     with pytest.raises(ConfigError) as caught:

@@ -402,3 +402,17 @@ async def test_a_reload_recomputes_the_retention(setup: Setup, daemons: list[Dae
     setup.rules.write_text(NEW_RULES)
     assert await daemon.reload() is None
     assert daemon.series.retention_ms == 6 * HOUR_MS
+
+
+async def test_a_reload_changes_the_default_subquery_step_of_both_engines(
+        setup: Setup, daemons: list[Daemon]) -> None:
+    setup.write()
+    daemon = make_daemon(setup, daemons)
+    await daemon.start()
+    assert daemon.engine is not None and daemon.api_engine is not None
+    assert daemon.engine.subquery_step_ms == daemon.api_engine.subquery_step_ms == 200
+    text = setup.config_path.read_text().replace("200ms", "300ms")
+    assert "300ms" in text
+    setup.config_path.write_text(text)
+    assert await daemon.reload() is None
+    assert daemon.engine.subquery_step_ms == daemon.api_engine.subquery_step_ms == 300

@@ -80,8 +80,12 @@ class RuleGroup:
             health.last_evaluation = t / 1000.0
             try:
                 produced: Vector = rule.eval(t, query, self.limit)  # type: ignore[arg-type]
-            except (QueryError, RuleError) as exc:
-                health.health, health.last_error = "err", str(exc)
+            except Exception as exc:
+                if not isinstance(exc, QueryError | RuleError):
+                    # A defect, not a bad rule: say so loudly, then go on with the group.
+                    log.exception("rule %r in group %r failed unexpectedly", rule.name,
+                                  self.name)
+                health.health, health.last_error = "err", str(exc) or type(exc).__name__
                 health.duration_s = time.perf_counter() - rule_started
                 on_failure(self, rule, exc)
                 continue

@@ -1,7 +1,8 @@
 """The rule manager: loading rule files, scheduling groups, reloads and alert-state persistence.
 
 Each group is evaluated at the multiples of its interval (the group's `interval`, else the
-global evaluation_interval), at that exact timestamp, so evaluations line up like Prometheus's.
+global evaluation_interval), at that exact timestamp. (Prometheus offsets each group by a hash
+of its name; here all groups of one interval evaluate at the same instants.)
 An evaluation that runs past the next tick skips the ticks it missed (counted) rather than
 piling up. On reload, alerts carry over to the rule with the same name and labels in the same
 group; at start-up they come back from the state file.
@@ -13,12 +14,18 @@ import asyncio
 import contextlib
 import glob
 import logging
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Sequence
 
 from monitor.alerting.groups import RuleGroup, RuleMetrics, describe_failure, mark_stale
 from monitor.alerting.rulefmt import RuleGroupSpec, load_rule_file
 from monitor.alerting.rules import AlertingRule, RecordingRule, Rule, TemplateContext
-from monitor.alerting.state import AlertStateStore, Snapshot, rule_key, snapshot
+from monitor.alerting.state import (
+    STATE_KEPT_MS,
+    AlertStateStore,
+    Snapshot,
+    rule_key,
+    snapshot,
+)
 from monitor.alerting.templates import check_template
 from monitor.clock import Clock
 from monitor.metrics import families as fam
@@ -87,6 +94,7 @@ class RuleManager:
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._saved: dict[str, Snapshot] = {}
         self._saved_at: dict[str, int] = {}
+        self._evaluated_at: dict[str, int] = {}
         self._pending_stale: set[Labels] = set()
         self._running = False
 
@@ -124,7 +132,10 @@ class RuleManager:
         for old_group, old_index in old.values():
             self._pending_stale |= old_group.produced[old_index]
         if self.state is not None:
-            self.state.forget_except(keys)
+            if restore:
+                self.state.forget_older_than(now - STATE_KEPT_MS)
+            else:
+                self.state.forget_except(keys)
         self.groups = list(groups)
         if self._running:
             self._restart_tasks()
@@ -144,6 +155,7 @@ class RuleManager:
             self._pending_stale = set()
         self.metrics.evaluated(group)
         self.metrics.alert_counts(self.groups)
+        self._evaluated_at[group.key] = t
         self._persist(group, t)
         for listener in self.listeners:
             listener(group, t)
@@ -189,6 +201,23 @@ class RuleManager:
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
             self._tasks.clear()
+            self.flush()
+
+    def flush(self) -> None:
+        """Save every group's last evaluation time (at shutdown), so the next start knows
+        exactly how long the rules were not evaluated."""
+        if self.state is None:
+            return
+        for group in self.groups:
+            t = self._evaluated_at.get(group.key)
+            if t is not None and t > self._saved_at.get(group.key, 0):
+                try:
+                    self.state.save(group.key, t, [])
+                except Exception as exc:
+                    log.error("cannot save the last evaluation of group %s: %s",
+                              group.name, exc)
+                    continue
+                self._saved_at[group.key] = t
 
     def _restart_tasks(self) -> None:
         for task in self._tasks.values():
@@ -216,7 +245,3 @@ class RuleManager:
                 missed = (now - next_t) // interval + 1
                 self._missed.inc(self._missed.key((group.name,)), missed)
                 next_t += missed * interval
-
-    def rules_by_group(self) -> Mapping[str, RuleGroup]:
-        return {group.key: group for group in self.groups}
-

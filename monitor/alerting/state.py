@@ -1,10 +1,12 @@
 """Alert state in the state file, so a restart neither forgets a pending `for` nor re-fires.
 
 After each group evaluation the active alerts of every alerting rule whose set changed are
-written (one transaction per group), with the group's evaluation time. At start-up they are
-put back; pending alerts then have their `for` clock adjusted for the time the daemon was down
-exactly as Prometheus restores `for` state (outage tolerance 1 h, grace period 10 m), and
-firing alerts stay firing.
+written (one transaction per group), with the group's evaluation time (also at least every
+10 s, and at shutdown). At start-up they are put back: firing alerts stay firing; a pending
+alert whose `for` is at least the grace period (10 m) has its clock adjusted for the time the
+daemon was down as Prometheus's RestoreForState does (outage tolerance 1 h); one with a
+shorter `for` carries on where it stopped, the time down not counted (Prometheus would
+start it over). State of groups no longer loaded is kept for a week, then dropped.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from monitor.storage import StateStore
 log = logging.getLogger(__name__)
 
 OUTAGE_TOLERANCE_MS = 60 * 60 * 1000
+STATE_KEPT_MS = 7 * 24 * 60 * 60 * 1000  # state of a group not evaluated for this long goes
 FOR_GRACE_PERIOD_MS = 10 * 60 * 1000
 
 Snapshot = tuple[tuple[Labels, int, int, int | None, int | None, int | None], ...]
@@ -69,7 +72,7 @@ class AlertStateStore:
                 (group_key, t))
 
     def forget_except(self, keys: set[str]) -> None:
-        """Drop the saved alerts of rules that no longer exist."""
+        """Drop the saved alerts of rules that no longer exist (a reload removed them)."""
         stored = {key for (key,) in self.state.connection.execute(
             "SELECT DISTINCT rule_key FROM alert_state")}
         gone = stored - keys
@@ -77,6 +80,20 @@ class AlertStateStore:
             with self.state.transaction() as cursor:
                 cursor.executemany("DELETE FROM alert_state WHERE rule_key = ?",
                                    [(key,) for key in gone])
+
+    def forget_older_than(self, cutoff: int) -> None:
+        """Drop the state of groups not evaluated since `cutoff` (ms). At start-up a group
+        missing from the rule files keeps its state until then: a rule file that is briefly
+        absent or broken must not make every alert in it fire again."""
+        old = [key for (key,) in self.state.connection.execute(
+            "SELECT group_key FROM rule_groups WHERE last_eval < ?", (cutoff,))]
+        if not old:
+            return
+        with self.state.transaction() as cursor:
+            for group_key in old:
+                cursor.execute("DELETE FROM alert_state WHERE substr(rule_key, 1, ?) = ?",
+                               (len(group_key) + 1, f"{group_key}|"))
+                cursor.execute("DELETE FROM rule_groups WHERE group_key = ?", (group_key,))
 
     def last_eval(self, group_key: str) -> int | None:
         row = self.state.connection.execute(
@@ -106,7 +123,9 @@ def _adjust_pending(alert: Alert, for_ms: int, down_at: int | None, now: int) ->
         return False  # down too long: the `for` starts again when the alert comes back
     if for_ms < FOR_GRACE_PERIOD_MS:
         # Prometheus would start a short `for` over (it restores only `for` >= the grace
-        # period); SPEC §7 wants pending state to survive a restart, so it carries on.
+        # period); SPEC §7 wants pending state to survive a restart, so it carries on where
+        # it stopped: the time down does not count towards the `for`.
+        alert.active_at += now - down_at
         return True
     remaining = for_ms - (down_at - alert.active_at)
     if remaining <= 0:

@@ -105,11 +105,6 @@ class UnitTestGroup:
     name: str = ""
     line: int = 0
 
-    def max_eval_time(self) -> float:
-        """The last time any test looks at, in seconds (where evaluation stops)."""
-        times = [test.eval_time for test in self.alert_rule_tests]
-        times += [test.eval_time for test in self.promql_expr_tests]
-        return max(times, default=0.0)
 
 
 @dataclass(frozen=True)

@@ -11,13 +11,13 @@ reset and turn into a spike of `rate()`).
 from __future__ import annotations
 
 import logging
-import re
 from bisect import bisect_left
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from monitor.clock import Clock
+from monitor.goregexp import Regexp
 from monitor.ingest.decoders import LineDecoder, decode_object
 from monitor.ingest.events import RequestEvent
 from monitor.ingest.files import LineChunk
@@ -122,8 +122,8 @@ class LineCounts:
 LineFilter = Callable[[dict[str, Any]], bool]
 
 
-def build_filter(include: Mapping[str, re.Pattern[str]],
-                 exclude: Mapping[str, re.Pattern[str]]) -> LineFilter | None:
+def build_filter(include: Mapping[str, Regexp],
+                 exclude: Mapping[str, Regexp]) -> LineFilter | None:
     """A predicate keeping lines whose fields match every `include` regex and no `exclude`."""
     if not include and not exclude:
         return None

@@ -76,7 +76,6 @@ FUNCTIONS: dict[str, FunctionSignature] = {
 
 AGGREGATIONS = frozenset({"sum", "avg", "min", "max", "count", "group", "stddev", "stdvar",
                           "topk", "bottomk", "quantile", "count_values"})
-PARAMETERISED_AGGREGATIONS = frozenset({"topk", "bottomk", "quantile", "count_values"})
 COMPARISONS = frozenset({"==", "!=", ">", "<", ">=", "<="})
 SET_OPERATORS = frozenset({"and", "or", "unless"})
 ARITHMETIC = frozenset({"+", "-", "*", "/", "%", "^", "atan2"})
@@ -180,6 +179,12 @@ class ParenExpr:
 
 Expr = (NumberLiteral | StringLiteral | VectorSelector | MatrixSelector | SubqueryExpr | Call
         | AggregateExpr | BinaryExpr | UnaryExpr | ParenExpr)
+
+
+def unwrap_parens(expr: Expr) -> Expr:
+    while isinstance(expr, ParenExpr):
+        expr = expr.expr
+    return expr
 
 
 def value_type(expr: Expr) -> ValueType:

@@ -13,7 +13,7 @@ import math
 from collections.abc import Callable
 
 from monitor.promql import ast
-from monitor.promql.gomath import go_pow
+from monitor.promql.gomath import go_div, go_pow
 from monitor.promql.gotrig import atan2
 from monitor.promql.values import (
     METRIC_NAME,
@@ -32,15 +32,6 @@ NAME_DROPPING = frozenset({"+", "-", "*", "/", "%", "^"})
 
 class BinaryOpError(ValueError):
     """A vector matching that Prometheus refuses (duplicates on the "one" side, …)."""
-
-
-def go_div(a: float, b: float) -> float:
-    if b == 0.0:
-        if a == 0.0 or math.isnan(a):
-            return math.nan
-        negative = (a < 0) != (math.copysign(1.0, b) < 0)
-        return -math.inf if negative else math.inf
-    return a / b
 
 
 def go_mod(a: float, b: float) -> float:

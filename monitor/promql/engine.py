@@ -272,16 +272,20 @@ class _Query:
 
     def call(self, node: ast.Call, t: int) -> Value:
         matrix_index = next((i for i, arg in enumerate(node.args) if ast.value_type(
-            _unwrap(arg)) is ast.ValueType.MATRIX), None)
+            ast.unwrap_parens(arg)) is ast.ValueType.MATRIX), None)
         try:
             if matrix_index is not None:
                 return self._range_call(node, matrix_index, t)
             if node.func == "timestamp":
-                argument = _unwrap(node.args[0])
+                argument = ast.unwrap_parens(node.args[0])
                 if isinstance(argument, ast.VectorSelector):
                     # The one function that sees a selector's sample times.
                     samples = self.vector_selector(argument, t)
                     return INSTANT_FUNCTIONS["timestamp"](CallInput([samples], node, t))
+                # Anything else (`a and b`, `sort(a)`) is a computed vector: its samples
+                # are at the evaluation time even where they came from a selector unchanged.
+                computed = [Sample(s.labels, t, s.v) for s in _vec(self.eval(argument, t))]
+                return INSTANT_FUNCTIONS["timestamp"](CallInput([computed], node, t))
             args = [self._instant_arg(arg, t) for arg in node.args]
             result = INSTANT_FUNCTIONS[node.func](CallInput(args, node, t))
         except FunctionError as exc:
@@ -293,7 +297,7 @@ class _Query:
         return value if isinstance(value, Scalar | String) else _vec(value)
 
     def _range_call(self, node: ast.Call, matrix_index: int, t: int) -> Vector:
-        argument = _unwrap(node.args[matrix_index])
+        argument = ast.unwrap_parens(node.args[matrix_index])
         if (isinstance(argument, ast.MatrixSelector) and t in self.steps
                 and node.func != "absent_over_time"):
             return self._block_range_call(node, argument, matrix_index, t)
@@ -342,27 +346,43 @@ class _Query:
         results: dict[int, Vector] = {step: [] for step in times}
         function = RANGE_FUNCTIONS[node.func]
         keep_name = node.func == "last_over_time"
-        loaded = 0
+        per_step = [0] * len(times)
+        # Windows far apart (a step longer than the range): read each one on its own rather
+        # than everything between the first and the last.
+        gaps = max(refs) - min(refs) + range_ms > len(times) * range_ms
         for stored in self._series(selector):
+            labels = stored.labels if keep_name else without_name(stored.labels)
+            if gaps:
+                for i, (step, ref, step_params) in enumerate(zip(times, refs, params,
+                                                                 strict=True)):
+                    ts, vs = stored.window(ref - range_ms, ref)
+                    if ts:
+                        per_step[i] += len(ts)
+                        value = function(RangeInput(ts, vs, ref - range_ms, ref,
+                                                    step_params, step))
+                        if value is not None:
+                            results[step].append(Sample(labels, step, value))
+                continue
             ts, vs = stored.window(min(refs) - range_ms, max(refs))
             if not ts:
                 continue
-            loaded += len(ts)
-            labels = stored.labels if keep_name else without_name(stored.labels)
             lo = hi = 0
             n = len(ts)
-            for step, ref, step_params in zip(times, refs, params, strict=True):
+            for i, (step, ref, step_params) in enumerate(zip(times, refs, params,
+                                                             strict=True)):
                 while hi < n and ts[hi] <= ref:
                     hi += 1
                 mint = ref - range_ms
                 while lo < hi and ts[lo] < mint:
                     lo += 1
                 if lo < hi:
+                    per_step[i] += hi - lo
                     value = function(RangeInput(ts[lo:hi], vs[lo:hi], mint, ref,
                                                 step_params, step))
                     if value is not None:
                         results[step].append(Sample(labels, step, value))
-        self.load(loaded)
+        # Counted as Prometheus counts them: the samples one step's windows hold.
+        self.load(max(per_step))
         for vector in results.values():
             _unique(vector)
         if block is not None:
@@ -382,12 +402,7 @@ class _Block:
 
 
 BLOCK_STEPS = 64
-
-
-def _unwrap(node: ast.Expr) -> ast.Expr:
-    while isinstance(node, ast.ParenExpr):
-        node = node.expr
-    return node
+_TOO_DEEP = "query too complex: nested too deeply to evaluate"
 
 
 def _vec(value: Value) -> Vector:
@@ -422,7 +437,10 @@ class Engine:
         String, or a Matrix for a range selector or subquery."""
         node = parse_expr(expr) if isinstance(expr, str) else expr
         query = self._query(t_ms, t_ms)
-        value = query.eval(node, t_ms)
+        try:
+            value = query.eval(node, t_ms)
+        except RecursionError:
+            raise BadQueryError(_TOO_DEEP) from None
         if isinstance(value, list) and value and isinstance(value[0], Sample):
             return [Sample(s.labels, t_ms, s.v) for s in value if isinstance(s, Sample)]
         return value
@@ -443,7 +461,10 @@ class Engine:
         series: dict[Labels, Series] = {}
         for t in query.steps:
             query.next_step()
-            value = query.eval(node, t)
+            try:
+                value = query.eval(node, t)
+            except RecursionError:
+                raise BadQueryError(_TOO_DEEP) from None
             samples = [Sample((), t, value.v)] if isinstance(value, Scalar) else _vec(value)
             for sample in samples:
                 found = series.get(sample.labels)

@@ -15,9 +15,9 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from monitor.goregexp import RegexpError, compile_go_regexp, expand
 from monitor.promql import gomath, gotrig
-from monitor.promql.ast import Call, Expr, MatrixSelector, ParenExpr, VectorSelector
-from monitor.promql.goconv import GoRegexpError, compile_go_regexp, expand_template
+from monitor.promql.ast import Call, Expr, MatrixSelector, VectorSelector, unwrap_parens
 from monitor.promql.gosort import go_sort
 from monitor.promql.gotime import GoDate, days_in, go_int64, unix_date
 from monitor.promql.quantile import histogram_quantile
@@ -69,12 +69,6 @@ def _string(inp: CallInput, index: int) -> str:
     return value.v
 
 
-def _unwrap(expr: Expr) -> Expr:
-    while isinstance(expr, ParenExpr):
-        expr = expr.expr
-    return expr
-
-
 def _check_unique(vector: Vector) -> Vector:
     if len({s.labels for s in vector}) != len(vector):
         raise FunctionError(_DUPLICATE_LABELSET)
@@ -101,7 +95,7 @@ def absent_labels(expr: Expr) -> Labels:
 
     A label matched more than once, or by any other operator, is left out; an empty value is
     an absent label; the metric name never appears. Anything but a selector gives {}."""
-    expr = _unwrap(expr)
+    expr = unwrap_parens(expr)
     if isinstance(expr, MatrixSelector):
         expr = expr.selector
     if not isinstance(expr, VectorSelector):
@@ -204,7 +198,7 @@ def _label_replace(inp: CallInput) -> Vector:
     dst, replacement, src, regex = (_string(inp, i) for i in range(1, 5))
     try:
         pattern = compile_go_regexp("^(?:" + regex + ")$")
-    except GoRegexpError:
+    except RegexpError:
         raise FunctionError(f"invalid regular expression in label_replace(): {regex}") from None
     if not _LABEL_NAME.fullmatch(dst):
         raise FunctionError(f"invalid destination label name in label_replace(): {dst}")
@@ -213,7 +207,7 @@ def _label_replace(inp: CallInput) -> Vector:
         match = pattern.search(label_value(s.labels, src))
         labels = s.labels
         if match is not None:
-            labels = with_label(labels, dst, expand_template(replacement, match))
+            labels = with_label(labels, dst, expand(replacement, match))
         out.append(Sample(labels, inp.t_ms, s.v))
     return _check_unique(out)
 

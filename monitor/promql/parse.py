@@ -47,7 +47,7 @@ _CARDINALITY = {
 MAX_QUERY_BYTES = 64 * 1024
 # promql-parser recurses natively: a few thousand chained operators or nested brackets crash
 # the whole process, and the translation below recurses too. No real query comes near this.
-MAX_NESTING = 256
+MAX_NESTING = 128
 _CACHED_QUERY_BYTES = 4096
 _OPERATOR_CHARS = frozenset("+-*/%^<>=!")
 _OPERATOR_WORDS = re.compile(r"\b(?:and|or|unless|atan2)\b")
@@ -77,6 +77,7 @@ def _parse(text: str) -> ast.Expr:
     if nesting > MAX_NESTING:
         raise PromQLParseError(f"query too complex: {nesting} nested brackets and operators "
                                f"(at most {MAX_NESTING})")
+    _refuse_newer_syntax(code)
     text, negative_ats = _swap_negative_ats(text, code)
     try:
         tree = pp.parse(text)
@@ -121,6 +122,33 @@ def _nesting(code: str) -> int:
     return deepest + operators + len(_OPERATOR_WORDS.findall(code))
 
 
+_UNITLESS_DURATION = re.compile(
+    r"(?:\[\s*|\[[^\[\]]*:\s*|\boffset\s+-?\s*)(\d+(?:\.\d*)?)\s*(?=[\]:)\s,]|$)")
+
+
+def _refuse_newer_syntax(code: str) -> None:
+    """What promql-parser reads but Prometheus 2.x does not: durations without a unit
+    (`x[300]`, `offset 60`) and quoted metric or label names in braces (`{"up"}`)."""
+    unitless = _UNITLESS_DURATION.search(code)
+    if unitless is not None:
+        raise PromQLParseError(f"parse error: bad duration syntax: {unitless.group(1)!r} "
+                               "(a duration needs a unit, as in 5m)")
+    in_braces = False
+    expect_name = False
+    for char in code:
+        if char == "{":
+            in_braces = expect_name = True
+        elif char == "}":
+            in_braces = False
+        elif in_braces and char == ",":
+            expect_name = True
+        elif expect_name and char in "\"'`":
+            raise PromQLParseError("unsupported PromQL: quoted metric and label names in "
+                                   "braces are Prometheus 3 syntax")
+        elif not char.isspace():
+            expect_name = False
+
+
 def _swap_negative_ats(text: str, code: str) -> tuple[str, dict[int, int]]:
     """Negative `@` times replaced by placeholders: (new text, placeholder s -> real ms)."""
     swaps: dict[int, int] = {}
@@ -128,7 +156,11 @@ def _swap_negative_ats(text: str, code: str) -> tuple[str, dict[int, int]]:
     last = 0
     for index, match in enumerate(_NEGATIVE_AT.finditer(code)):
         placeholder = _PLACEHOLDER_BASE_S - index
-        swaps[placeholder] = -round(float(text[match.start(1):match.end(1)]) * 1000)
+        seconds = float(text[match.start(1):match.end(1)])
+        if seconds > _PLACEHOLDER_BASE_S:  # as far back as promql-parser reaches forward
+            raise PromQLParseError(
+                f"parse error: timestamp out of bounds for @ modifier: -{seconds:f}")
+        swaps[placeholder] = -round(seconds * 1000)
         pieces.append(text[last:match.start()] + f"@ {placeholder}")
         last = match.end()
     if not swaps:

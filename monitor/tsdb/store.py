@@ -11,37 +11,22 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
-from functools import lru_cache
 from typing import Any
 
-import re2
-
+from monitor.goregexp import RegexpError, compile_go_regexp
 from monitor.promql.values import Labels
 from monitor.tsdb.series import MemSeries
 
 EQUAL, NOT_EQUAL, REGEX, NOT_REGEX = "=", "!=", "=~", "!~"
 
 
-def _re2_options() -> re2.Options:
-    options = re2.Options()
-    options.log_errors = False  # errors are raised, and reported once, by the caller
-    return options
-
-
-_RE2_OPTIONS = _re2_options()
-
-
-@lru_cache(maxsize=4096)
 def compile_label_regex(pattern: str) -> Any:
-    """A fully anchored matcher regex with Go's (RE2's) syntax and linear-time matching, as
-    Prometheus compiles it: `.` does not match a newline, POSIX classes and `\\p{L}` work,
-    lookaround and backreferences are errors. ValueError for an invalid pattern."""
+    """A matcher's regex, fully anchored, as Prometheus compiles it (Go's RE2 syntax, linear
+    time). ValueError for an invalid pattern."""
     try:
-        return re2.compile(f"^(?:{pattern})$", _RE2_OPTIONS)
-    except re2.error as exc:
-        detail = exc.args[0].decode(errors="replace") if exc.args and isinstance(
-            exc.args[0], bytes) else str(exc)
-        raise ValueError(f"invalid regular expression {pattern!r}: {detail}") from None
+        return compile_go_regexp(f"^(?:{pattern})$")
+    except RegexpError as exc:
+        raise ValueError(f"invalid regular expression {pattern!r}: {exc}") from None
 
 
 @dataclass(frozen=True)

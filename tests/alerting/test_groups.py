@@ -255,3 +255,19 @@ def test_rule_metrics_count_failures_durations_and_alerts_by_state() -> None:
         (("alertname", "A"), ("state", "firing")): 2.0}
     assert family_values(store, "inferwatch_rule_evaluation_failures") == {
         (("group", "g"),): 2.0}
+
+
+def test_an_unexpected_exception_in_one_rule_does_not_skip_the_rest_of_the_group() -> None:
+    h = Harness([record("first", "x"), record("broken", "x * 2"), record("last", "x + 0")])
+    h.put(0, "x", 1.0)
+
+    def query(expr: object, t: int) -> object:
+        if h.group.rules[1].expr is expr:
+            raise ZeroDivisionError("float division by zero")
+        return h.engine.instant(expr, t)  # type: ignore[arg-type]
+
+    h.group.evaluate(0, query, h.store, h.failures)
+    assert h.failures.seen == [("g", "broken", "float division by zero")]
+    assert h.group.health[1].health == "err"
+    assert [h.group.health[i].health for i in (0, 2)] == ["ok", "ok"]
+    assert labels(__name__="last") in h.store.series

@@ -17,7 +17,7 @@ import asyncio
 import contextlib
 import logging
 import sqlite3
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 import pytest
@@ -517,8 +517,44 @@ async def test_an_unexpected_exception_does_not_stop_the_group_loop() -> None:
     assert len(stepper.seen) >= 3
 
 
-def test_rules_by_group_is_keyed_by_file_and_name() -> None:
-    rig = Rig()
-    groups: Sequence[RuleGroup] = groups_of(BEFORE)
-    rig.manager.replace(groups)
-    assert rig.manager.rules_by_group() == {"/rules/r.yml;g": groups[0]}
+def test_the_last_evaluation_is_saved_at_shutdown(tmp_path: Path) -> None:
+    state = StateStore(tmp_path)
+    alerts = AlertStateStore(state)
+    rig = Rig(state=alerts)
+    rig.manager.replace(groups_of(ONE_ALERT, default_interval_ms=S))
+    group = rig.manager.groups[0]
+    rig.put(T0, "x", 1.0)
+    for t in range(T0, T0 + 5 * S, S):
+        rig.manager.evaluate(group, t)
+    assert alerts.last_eval(group.key) == T0  # nothing changed since: not written yet
+    rig.manager.flush()
+    assert alerts.last_eval(group.key) == T0 + 4 * S
+    state.close()
+
+
+def test_a_start_without_a_group_keeps_its_alert_state_for_a_week(tmp_path: Path) -> None:
+    state = StateStore(tmp_path)
+    alerts = AlertStateStore(state)
+    rig = Rig(state=alerts)
+    rig.manager.replace(groups_of(ONE_ALERT))
+    group = rig.manager.groups[0]
+    rig.put(T0, "x", 1.0)
+    rig.manager.evaluate(group, T0)
+    # Restarted with the rule file missing (or empty): the firing alert's state stays...
+    Rig(state=alerts, clock=FakeClock(T0 / 1000 + 60)).manager.replace([], restore=True)
+    # ...so when the file is back, the alert is restored firing instead of firing anew.
+    back = Rig(state=alerts, clock=FakeClock(T0 / 1000 + 120))
+    back.manager.replace(groups_of(ONE_ALERT), restore=True)
+    (alert,) = back.rule("A").active.values()
+    assert alert.state is AlertState.FIRING and alert.fired_at == T0
+    # A week later without the group, it is dropped.
+    week = 7 * 24 * 3600
+    Rig(state=alerts, clock=FakeClock(T0 / 1000 + week + 1)).manager.replace(
+        [], restore=True)
+    gone = Rig(state=alerts, clock=FakeClock(T0 / 1000 + week + 2))
+    gone.manager.replace(groups_of(ONE_ALERT), restore=True)
+    assert gone.rule("A").active == {}
+    state.close()
+
+
+ONE_ALERT = "groups:\n- name: g\n  rules:\n  - alert: A\n    expr: x > 0\n"

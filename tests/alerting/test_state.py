@@ -147,11 +147,14 @@ def test_a_resolved_alert_is_kept(state: StateStore) -> None:
     assert (alert.state, alert.resolved_at) == (AlertState.INACTIVE, T0 + 2 * MIN)
 
 
-def test_a_pending_alert_with_a_short_for_carries_on_unchanged(state: StateStore) -> None:
+def test_a_pending_alert_with_a_short_for_carries_on_where_it_stopped(
+        state: StateStore) -> None:
+    # for 5 min, pending 2 min when it went down, down 40 min: 3 min still to go, not 0.
     after = save_and_restore(state, pending(T0), for_ms=5 * MIN, down_at=T0 + 2 * MIN,
-                             now=T0 + 4 * MIN)
+                             now=T0 + 42 * MIN)
     (alert,) = after.active.values()
-    assert (alert.state, alert.active_at) == (AlertState.PENDING, T0)
+    assert (alert.state, alert.active_at) == (AlertState.PENDING, T0 + 40 * MIN)
+    assert alert.active_at + 5 * MIN - (T0 + 42 * MIN) == 3 * MIN
 
 
 def test_a_pending_alert_with_a_long_for_is_shifted_by_the_downtime(state: StateStore) -> None:

@@ -312,7 +312,6 @@ def test_docs_example_loads(docs_example: Path) -> None:
         "__name__": "go_goroutines", "job": "prometheus", "instance": "localhost:9090"}
     assert first.exp_samples[0].value == 40.0
     assert second.exp_samples[1].labels == {"__name__": "job:up:sum", "job": "node_exporter"}
-    assert group.max_eval_time() == 600.0
 
 
 def test_defaults(tmp_path: Path) -> None:

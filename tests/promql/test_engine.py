@@ -12,11 +12,13 @@
 from __future__ import annotations
 
 import contextlib
+import re
 import time
 import tracemalloc
 
 import pytest
 
+from monitor.promql import ast
 from monitor.promql.engine import (
     DEFAULT_MAX_SAMPLES,
     BadQueryError,
@@ -94,6 +96,16 @@ def test_a_range_query_of_exactly_max_samples_points_is_allowed() -> None:
     engine = Engine(store_of(10, 10), max_samples=100)
     result = engine.range("m", 0, 9 * STEP, STEP)  # 10 series x 10 steps = 100 points
     assert sum(len(s.ts) for s in result) == 100
+
+
+def test_a_coarse_range_query_counts_the_samples_of_one_step_not_of_the_whole_span() -> None:
+    # 10,000 samples 15 s apart; a 1 m window per hourly step holds 5 of them. Prometheus
+    # answers this with max_samples=100; so must we, however many steps one block covers.
+    engine = Engine(store_of(1, 10_000), max_samples=100)
+    result = engine.range("count_over_time(m[1m])", 3_600_000, 10_000 * STEP, 3_600_000)
+    assert list(result[0].vs) == [5.0] * 41
+    with pytest.raises(TooManySamplesError):
+        engine.range("count_over_time(m[30m])", 3_600_000, 10_000 * STEP, 3_600_000)
 
 
 def test_an_instant_query_over_a_huge_range_is_refused() -> None:
@@ -235,6 +247,24 @@ def test_nesting_just_under_the_limit_still_evaluates() -> None:
     assert value == Scalar(0, 1.0)
 
 
+def test_function_calls_nested_to_the_limit_evaluate() -> None:
+    depth = MAX_NESTING - 2
+    value = Engine(store_of(1, 1)).instant("abs(" * depth + "vector(1)" + ")" * depth, 0)
+    assert value == [Sample((), 0, 1.0)]
+
+
+def test_a_tree_too_deep_to_evaluate_is_a_query_error_not_a_crash() -> None:
+    # Trees built in code skip the parser's limit; the engine still answers with an error.
+    node = parse_expr("vector(1)")
+    for _ in range(5_000):
+        node = ast.Call("abs", (node,))
+    engine = Engine(store_of(1, 1))
+    with pytest.raises(BadQueryError, match="nested too deeply"):
+        engine.instant(node, 0)
+    with pytest.raises(BadQueryError, match="nested too deeply"):
+        engine.range(node, 0, 60_000, 15_000)
+
+
 def test_a_query_over_64k_is_refused() -> None:
     expr = "m{a=\"" + "x" * MAX_QUERY_BYTES + "\"}"
     with pytest.raises(PromQLParseError, match=f"more than {MAX_QUERY_BYTES} bytes"):
@@ -282,3 +312,29 @@ def test_a_pathological_regex_cannot_outlive_the_query_timeout() -> None:
     with contextlib.suppress(QueryTimeoutError):
         engine.instant('m{a=~"(a+)+b"}', 0)
     assert time.monotonic() - started < 0.25
+
+
+# --- syntax promql-parser reads and Prometheus 2.x refuses ------------------------------------
+
+
+@pytest.mark.parametrize(("expr", "message"), [
+    ("up[300]", "bad duration syntax: '300'"),
+    ("rate(up[5m:30])", "bad duration syntax: '30'"),
+    ("up offset 60", "bad duration syntax: '60'"),
+    ('{"up"}', "quoted metric and label names in braces are Prometheus 3 syntax"),
+    ('up{a="1", "b.c"="2"}', "quoted metric and label names"),
+    ("up @ -1e20", "timestamp out of bounds for @ modifier"),
+    ("up @ -1e308", "timestamp out of bounds for @ modifier"),
+    ('up{a=~"(?<n>x)"}', "invalid or unsupported Perl syntax"),
+])
+def test_syntax_prometheus_2_refuses_is_refused(expr: str, message: str) -> None:
+    with pytest.raises(PromQLParseError, match=re.escape(message)):
+        parse_expr(expr)
+
+
+@pytest.mark.parametrize("expr", [
+    "sum(job:a:1)", 'label_replace(up, "dst", "$1", "src", "(.*)")', "up[5m:30s] offset 1m",
+    'up{a="{\\"b\\"}"}', "up @ -1e9",
+])
+def test_similar_looking_valid_queries_parse(expr: str) -> None:
+    assert parse_expr(expr) is not None

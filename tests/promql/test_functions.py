@@ -18,6 +18,9 @@ from pathlib import Path
 import pytest
 from promql_scripts import EvalCase, check_case, parse_script, promtool_disagreements
 
+from monitor.goregexp import RegexpError as GoRegexpError
+from monitor.goregexp import compile_go_regexp
+from monitor.goregexp import expand as expand_template
 from monitor.promql import gomath, gotrig
 from monitor.promql.ast import (
     FUNCTIONS,
@@ -36,13 +39,7 @@ from monitor.promql.functions import (
     RangeInput,
     absent_labels,
 )
-from monitor.promql.goconv import (
-    GoRegexpError,
-    compile_go_regexp,
-    expand_template,
-    format_float,
-    parse_float,
-)
+from monitor.promql.goconv import format_float, parse_float
 from monitor.promql.quantile import bucket_quantile, histogram_quantile
 from monitor.promql.values import Sample, Scalar, String, Vector
 from monitor.tsdb.store import Matcher
@@ -238,16 +235,33 @@ def test_label_replace_errors_carry_prometheus_messages() -> None:
     (r"\Qa.b\E", "axb", False),
     ("(?i)abc", "ABC", True),
     ("x{,2}", "x{,2}", True),  # not a repetition in RE2
+    (r"\pL+", "héllo", True),
+    (r"\p{Greek}+", "αβγ", True),
+    (r"\p{Greek}+", "abc", False),
+    ("a(?i)b", "aB", True),
+    ("a(?i)b", "AB", False),
 ])
 def test_go_regexp_translation(pattern: str, text: str, matches: bool) -> None:
     assert bool(compile_go_regexp(f"^(?:{pattern})$").search(text)) is matches
 
 
-@pytest.mark.parametrize("pattern", [r"(a)\1", "(?=a)", "a*+", "a{1001}", r"\pL", "a(?i)b",
-                                     r"\C", r"a\Z"])
-def test_go_regexp_refuses_what_re2_refuses_or_cannot_be_matched(pattern: str) -> None:
+@pytest.mark.parametrize("pattern", [r"(a)\1", "(?=a)", "a*+", "a{1001}", "(?<n>a)", r"\C",
+                                     r"a\Z", "(", "[a", "x**"])
+def test_go_regexp_refuses_what_go_refuses(pattern: str) -> None:
     with pytest.raises(GoRegexpError):
         compile_go_regexp(pattern)
+
+
+def test_go_regexp_errors_read_as_go_s() -> None:
+    with pytest.raises(GoRegexpError, match=r"^error parsing regexp: missing closing \): `\(`$"):
+        compile_go_regexp("(")
+    with pytest.raises(GoRegexpError, match="invalid or unsupported Perl syntax: `\\(\\?<`"):
+        compile_go_regexp("(?<n>a)")
+
+
+def test_a_pathological_pattern_matches_in_linear_time() -> None:
+    # (a+)+$ against a run of a's and a b backtracks for ever in Python's re; RE2 does not.
+    assert compile_go_regexp("^(?:(a+)+)$").search("a" * 50_000 + "b") is None
 
 
 def test_expand_template_leaves_unknown_groups_empty() -> None:
