@@ -79,6 +79,43 @@ MIGRATIONS: tuple[str, ...] = (
         last_eval INTEGER NOT NULL
     );
     """,
+    """
+    CREATE TABLE silences (
+        id TEXT PRIMARY KEY,
+        matchers TEXT NOT NULL,
+        starts_at REAL NOT NULL,
+        ends_at REAL NOT NULL,
+        created_by TEXT NOT NULL,
+        comment TEXT NOT NULL,
+        updated_at REAL NOT NULL
+    );
+    CREATE TABLE notification_log (
+        group_key TEXT NOT NULL,
+        receiver TEXT NOT NULL,
+        integration TEXT NOT NULL,
+        idx INTEGER NOT NULL,
+        firing TEXT NOT NULL,
+        resolved TEXT NOT NULL,
+        sent_at REAL NOT NULL,
+        PRIMARY KEY (group_key, receiver, integration, idx)
+    );
+    CREATE TABLE outbox (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        receiver TEXT NOT NULL,
+        integration TEXT NOT NULL,
+        idx INTEGER NOT NULL,
+        message TEXT NOT NULL,
+        created_at REAL NOT NULL,
+        attempts INTEGER NOT NULL DEFAULT 0,
+        next_attempt REAL NOT NULL,
+        last_error TEXT NOT NULL DEFAULT ''
+    );
+    CREATE TABLE rate_log (
+        rate_key TEXT NOT NULL,
+        sent_at REAL NOT NULL
+    );
+    CREATE INDEX rate_log_by_key ON rate_log (rate_key, sent_at);
+    """,
 )
 
 

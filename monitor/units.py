@@ -1,8 +1,9 @@
-"""Prometheus-style durations (`30s`, `1h30m`, `7d`) and byte sizes (`1MiB`)."""
+"""Prometheus-style durations (`30s`, `1h30m`, `7d`), byte sizes (`1MiB`), RFC 3339 times."""
 
 from __future__ import annotations
 
 import re
+from datetime import datetime
 
 _DURATION_UNITS = (("y", 365 * 86400), ("w", 7 * 86400), ("d", 86400), ("h", 3600),
                    ("m", 60), ("s", 1), ("ms", 0.001))
@@ -61,3 +62,15 @@ def parse_bytes(value: int | str) -> int:
     if match is None:
         raise ValueError(f"invalid byte size {value!r}: use a number or e.g. 512KiB, 1MiB")
     return int(match.group(1)) * _BYTE_UNITS[match.group(2)]
+
+
+def parse_rfc3339(text: str) -> float:
+    """An RFC 3339 time (`2026-01-01T08:00:00Z`, `...+08:00`, fractions allowed) as Unix
+    seconds; ValueError otherwise. A time without a zone is refused, not guessed."""
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        raise ValueError(f"not an RFC 3339 time: {text!r}") from None
+    if moment.tzinfo is None:
+        raise ValueError(f"not an RFC 3339 time (no zone, e.g. Z or +08:00): {text!r}")
+    return moment.timestamp()

@@ -502,3 +502,13 @@ def prometheus_functions(*, external_url: str = "", timestamp: float = 0.0,
         "pathPrefix": GoFunc((), lambda: urlsplit(external_url).path),
         "externalURL": GoFunc((), lambda: external_url),
     }
+
+
+# Prometheus's number and duration formatting, for the notification templates (Jinja2).
+HUMANIZERS: dict[str, Callable[[Any], str]] = {
+    "humanize": _humanize,
+    "humanize1024": _humanize1024,
+    "humanizeDuration": _humanize_duration,
+    "humanizePercentage": _humanize_percentage,
+    "humanizeTimestamp": _humanize_timestamp,
+}

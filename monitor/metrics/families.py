@@ -106,3 +106,16 @@ BUILD_INFO = FamilySpec(
     name="build_info", kind=Kind.GAUGE, labels=("version",),
     help="Always 1; the version label says which inferwatch is running.",
 )
+NOTIFICATIONS = FamilySpec(
+    name="notifications", kind=Kind.COUNTER, labels=("receiver", "integration"),
+    help="Notifications delivered (acknowledged by the receiving end).",
+)
+NOTIFICATIONS_FAILED = FamilySpec(
+    name="notifications_failed", kind=Kind.COUNTER, labels=("receiver", "integration", "reason"),
+    help="Notification attempts that failed, by reason (retried unless the reason is "
+         "permanent).",
+)
+NOTIFICATION_QUEUE_LENGTH = FamilySpec(
+    name="notification_queue_length", kind=Kind.GAUGE, labels=(),
+    help="Notifications in the durable outbox, waiting to be delivered.",
+)

@@ -1,0 +1,1 @@
+"""Alert delivery: routing, grouping, inhibition, silences, the durable outbox and channels."""
