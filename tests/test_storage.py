@@ -30,7 +30,8 @@ from monitor.storage import MIGRATIONS, STATE_FILE_NAME, StateStore
 TS = "2026-01-18T06:07:46.123Z"
 
 
-STATE_TABLES = {"sources", "file_offsets", "counters", "alert_state", "rule_groups"}
+STATE_TABLES = {"sources", "file_offsets", "counters", "alert_state", "rule_groups", "silences",
+                "notification_log", "outbox", "rate_log", "sqlite_sequence"}
 
 def tables(state: StateStore) -> set[str]:
     rows = state.connection.execute("SELECT name FROM sqlite_master WHERE type = 'table'")
