@@ -117,6 +117,47 @@ def cmd_query(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_silence_add(args: argparse.Namespace) -> int:
+    from monitor.clock import SystemClock  # noqa: PLC0415
+    from monitor.silence_client import add_silence  # noqa: PLC0415
+
+    silence_id = add_silence(args.url, args.matchers, duration_s=args.duration,
+                             author=args.author, comment=args.comment,
+                             now=SystemClock().time(), token=args.token)
+    print(silence_id)
+    return 0
+
+
+def cmd_silence_list(args: argparse.Namespace) -> int:
+    from monitor.silence_client import list_silences  # noqa: PLC0415
+
+    for line in list_silences(args.url, expired=args.expired, token=args.token):
+        print(line)
+    return 0
+
+
+def cmd_silence_expire(args: argparse.Namespace) -> int:
+    from monitor.silence_client import expire_silence  # noqa: PLC0415
+
+    for silence_id in args.ids:
+        expire_silence(args.url, silence_id, token=args.token)
+        print(f"expired {silence_id}")
+    return 0
+
+
+def cmd_notify_test(args: argparse.Namespace) -> int:
+    import asyncio  # noqa: PLC0415
+
+    from monitor.config import load_config  # noqa: PLC0415
+    from monitor.notify.testsend import send_test  # noqa: PLC0415
+
+    config = load_config(args.config)
+    results = asyncio.run(send_test(config, args.receiver))
+    for line, _ok in results:
+        print(line)
+    return 0 if results and all(ok for _line, ok in results) else 1
+
+
 def print_error(exc: Exception) -> None:
     """Each problem on its own line, each line prefixed, so any one of them reads alone."""
     for line in str(exc).splitlines() or [type(exc).__name__]:
@@ -172,7 +213,46 @@ def build_parser() -> argparse.ArgumentParser:
     query.add_argument("--token", default=os.environ.get("INFERWATCH_TOKEN"),
                        help="bearer token (default $INFERWATCH_TOKEN)")
     query.set_defaults(handler=cmd_query)
+
+    _add_notify_commands(commands)
     return parser
+
+
+Commands = argparse._SubParsersAction  # the type add_subparsers returns
+
+
+def _add_notify_commands(commands: Commands[argparse.ArgumentParser]) -> None:
+    silence = commands.add_parser("silence", help="manage silences on a running daemon")
+    silence_what = silence.add_subparsers(dest="what", metavar="ACTION", required=True)
+    silence_add = silence_what.add_parser("add", help="silence the alerts matching all of "
+                                                      "MATCHER... (e.g. alertname=HighLatency)")
+    silence_add.add_argument("matchers", nargs="+", metavar="MATCHER")
+    silence_add.add_argument("--duration", type=_duration, default=3600.0,
+                             help="how long (Prometheus duration, default 1h)")
+    silence_add.add_argument("--author", default=os.environ.get("USER", "inferwatch"),
+                             help="who silences (default $USER)")
+    silence_add.add_argument("--comment", required=True, help="why")
+    silence_add.set_defaults(handler=cmd_silence_add)
+    silence_list = silence_what.add_parser("list", help="the active and pending silences")
+    silence_list.add_argument("--expired", action="store_true", help="include expired ones")
+    silence_list.set_defaults(handler=cmd_silence_list)
+    silence_expire = silence_what.add_parser("expire", help="end silences now")
+    silence_expire.add_argument("ids", nargs="+", metavar="ID")
+    silence_expire.set_defaults(handler=cmd_silence_expire)
+    for sub in (silence_add, silence_list, silence_expire):
+        sub.add_argument("--url", default="http://127.0.0.1:9464",
+                         help="the daemon's address (default %(default)s)")
+        sub.add_argument("--token", default=os.environ.get("INFERWATCH_TOKEN"),
+                         help="bearer token (default $INFERWATCH_TOKEN)")
+
+    notify = commands.add_parser("notify", help="notification tools")
+    notify_what = notify.add_subparsers(dest="what", metavar="ACTION", required=True)
+    notify_test = notify_what.add_parser(
+        "test", help="send a test notification through every integration of RECEIVER")
+    notify_test.add_argument("receiver", metavar="RECEIVER")
+    notify_test.add_argument("--config", default=_default_config_path(),
+                             help=f"config file (default $INFERWATCH_CONFIG or {DEFAULT_CONFIG})")
+    notify_test.set_defaults(handler=cmd_notify_test)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -278,3 +278,11 @@ class InhibitRule(ConfigModel):
                 *self.target_matchers)
 
 
+
+
+def matcher_text(raw: Mapping[str, Any]) -> str:
+    """An API v2 matcher object (name, value, isRegex, isEqual) as `name=~"value"`."""
+    op = {(False, True): "=", (False, False): "!=", (True, True): "=~",
+          (True, False): "!~"}[(bool(raw.get("isRegex")), bool(raw.get("isEqual", True)))]
+    value = str(raw.get("value", "")).replace("\\", "\\\\").replace('"', '\\"')
+    return f'{raw.get("name", "")}{op}"{value}"'

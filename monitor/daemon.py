@@ -31,6 +31,7 @@ from monitor.alerting.groups import RuleGroup
 from monitor.alerting.manager import RuleManager, load_groups
 from monitor.alerting.rules import TemplateContext, template_query
 from monitor.alerting.state import AlertStateStore
+from monitor.api.alertmanager import add_alertmanager_api
 from monitor.api.app import TokenHolder, create_app
 from monitor.api.prom import add_prometheus_api
 from monitor.clock import Clock, SystemClock
@@ -42,6 +43,7 @@ from monitor.ingest.watch import ChangeWatcher, make_watcher
 from monitor.metrics import families as fam
 from monitor.metrics.exposition import Exposition
 from monitor.metrics.store import MetricStore
+from monitor.notify.service import NotifyService
 from monitor.promql.ast import reach_ms
 from monitor.promql.engine import Engine
 from monitor.sdnotify import SystemdNotifier
@@ -114,6 +116,7 @@ class Daemon:
         self._stop = asyncio.Event()
         self._ingest_stop = asyncio.Event()
         self._rules_stop = asyncio.Event()
+        self._notify_stop = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
         self.templates = TemplateContext(external_labels={}, external_url="")
         self.series = SeriesStore(round(config.storage.retention * 1000))
@@ -121,6 +124,7 @@ class Daemon:
         self.api_engine: Engine | None = None
         self.scraper: InternalScraper | None = None
         self.rules: RuleManager | None = None
+        self.notify: NotifyService | None = None
         self._reload_lock = asyncio.Lock()
         self._state_store: StateStore | None = None
         self._runner: web.AppRunner | None = None
@@ -157,8 +161,14 @@ class Daemon:
                 clock=self.clock, watcher_factory=self._watcher_factory,
             )
             self._start_rules(self._state_store)
+            self.notify = NotifyService(self.config.notify, timezone=self.config.cost.timezone,
+                                        state=self._state_store, clock=self.clock,
+                                        metrics=self.store)
+            assert self.rules is not None
+            self.rules.listeners.append(self.notify.on_rule_group)
             await self._start_http()
             self.templates.external_url = self.listen_url
+            await self.notify.start(self.listen_url)
         except BaseException:
             self._state_store.close()
             self._state_store = None
@@ -166,6 +176,7 @@ class Daemon:
         self._tasks.append(asyncio.create_task(self._run_ingest(), name="ingest"))
         assert self.rules is not None
         self._tasks.append(asyncio.create_task(self.rules.run(self._rules_stop), name="rules"))
+        self._tasks.append(asyncio.create_task(self._run_notify(), name="notify"))
         self._start_scheduler()
         self.state = RunState.RUNNING
         log.info("inferwatch %s started: %d persisted series restored, %d source(s), "
@@ -183,6 +194,8 @@ class Daemon:
         add_prometheus_api(app, engine=self.api_engine, series=self.series,
                            rules=lambda: self.rules.groups if self.rules else [],
                            clock=self.clock)
+        if self.notify is not None:
+            add_alertmanager_api(app, notify=self.notify, clock=self.clock)
         self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
         await self._runner.setup()
         site = web.TCPSite(self._runner, server.listen_host, server.listen_port,
@@ -230,6 +243,13 @@ class Daemon:
         scheduler.start()
         self._scheduler = scheduler
 
+    async def _run_notify(self) -> None:
+        assert self.notify is not None
+        try:
+            await self.notify.run(self._notify_stop)
+        except Exception:  # delivery failing must not take ingestion and rules with it
+            log.exception("notification delivery crashed; alerts are no longer delivered")
+
     async def _run_ingest(self) -> None:
         assert self.ingest is not None
         try:
@@ -255,6 +275,7 @@ class Daemon:
         self.notifier.stopping()
         self._ingest_stop.set()
         self._rules_stop.set()
+        self._notify_stop.set()
         for task in self._tasks:
             with contextlib.suppress(Exception, asyncio.CancelledError):
                 await task
@@ -267,6 +288,8 @@ class Daemon:
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
+        if self.notify is not None:
+            await self.notify.close()
         if self._state_store is not None:
             self._state_store.close()
             self._state_store = None
@@ -373,6 +396,8 @@ class Daemon:
         if self.rules is not None:
             self.series.retention_ms = retention_ms(new, groups)
             self.rules.replace(groups)
+        if self.notify is not None:
+            self.notify.configure(new.notify, new.cost.timezone)
         self.config = new
 
     # -- periodic jobs --------------------------------------------------------------------------
