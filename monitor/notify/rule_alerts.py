@@ -7,9 +7,8 @@ from __future__ import annotations
 
 from monitor.alerting.groups import RuleGroup
 from monitor.alerting.rules import AlertState
+from monitor.notify.channels.alertmanager import RESEND_DELAY_S
 from monitor.notify.model import NotifyAlert
-
-RESEND_DELAY_S = 60.0
 
 
 def alerts_of(group: RuleGroup, t_ms: int, generator_url: str = "") -> list[NotifyAlert]:
