@@ -261,8 +261,13 @@ class Dispatcher:
             channel = channels.get(cid)
             if channel is None:
                 continue
-            message = channel.render(Notification(cid.receiver, "", {}, tuple(batch), now,
-                                                  self.external_url))
+            try:
+                message = channel.render(Notification(cid.receiver, "", {}, tuple(batch), now,
+                                                      self.external_url))
+            except Exception as exc:
+                log.error("cannot render alerts forwarded to %s: %s", cid.receiver, exc)
+                self._failed.inc(self._failed.key((cid.receiver, cid.integration, "template")))
+                continue
             with self.state.transaction() as cursor:
                 Outbox.add(cursor, cid, message, now)
             for alert in batch:

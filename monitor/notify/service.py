@@ -60,8 +60,13 @@ class NotifyService:
         self.dispatcher.configure(config)
 
     def on_rule_group(self, group: RuleGroup, t_ms: int) -> None:
-        """A rule group was evaluated: its alerts go to the dispatcher."""
-        self.dispatcher.put(alerts_of(group, t_ms, self.external_url))
+        """A rule group was evaluated: its alerts go to the dispatcher. A failure here is
+        delivery's, not the rules': logged, never raised into the rule loop."""
+        try:
+            self.dispatcher.put(alerts_of(group, t_ms, self.external_url))
+        except Exception:
+            log.exception("cannot hand the alerts of rule group %s to the dispatcher",
+                          group.name)
 
     async def run(self, stop: asyncio.Event) -> None:
         async with asyncio.TaskGroup() as tasks:

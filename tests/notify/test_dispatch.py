@@ -192,3 +192,38 @@ async def test_a_notification_is_queued_then_delivered(tmp_path: Path) -> None:
     assert rig.counter("inferwatch_notifications") == {
         (("receiver", "team"), ("integration", "webhook")): 1.0}
     rig.close()
+
+
+FORWARDING = """
+notify:
+  route: {receiver: am}
+  receivers:
+  - name: am
+    alertmanager_configs: [{urls: ["http://127.0.0.1:9"]}]
+"""
+
+
+def test_forwarded_alerts_are_sent_on_change_every_minute_and_for_15m_after_resolving(
+        tmp_path: Path) -> None:
+    am = ScriptedChannel("alertmanager")
+    rig = Rig(tmp_path, FORWARDING, channels={ChannelId("am", "alertmanager", 0): am})
+    alert = rig.firing("A")
+    rig.dispatcher.put([alert])
+    assert len(am.rendered) == 1  # at once: no group_wait for forwarding
+    for _ in range(5):
+        rig.clock.advance(10)
+        rig.dispatcher.put([rig.firing("A", started=alert.starts_at)])
+    assert len(am.rendered) == 1
+    rig.clock.advance(10)
+    rig.dispatcher.put([rig.firing("A", started=alert.starts_at)])
+    assert len(am.rendered) == 2  # a minute since the last send
+    rig.clock.advance(1)
+    resolved = rig.resolved(alert)
+    rig.dispatcher.put([resolved])
+    assert [n.status for n in am.rendered] == ["firing", "firing", "resolved"]
+    for _ in range(20):
+        rig.clock.advance(60)
+        rig.dispatcher.put([resolved])
+    assert len(am.rendered) == 3 + 15  # re-sent every minute up to 15 minutes after
+    assert rig.outbox.queue_length() == len(am.rendered)
+    rig.close()
