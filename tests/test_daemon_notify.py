@@ -169,6 +169,17 @@ async def test_the_silence_commands_work_against_the_daemon(
         with pytest.raises(SilenceClientError, match="bad matcher"):
             await asyncio.to_thread(add_silence, url, ["=oops"], duration_s=60,
                                     author="ops", comment="x", now=daemon.clock.time())
+        async with aiohttp.ClientSession() as http:
+            for method, path, body, status, words in [
+                ("POST", "/api/v2/silences", b"{not json", 400, "invalid JSON"),
+                ("POST", "/api/v2/silences", b"x" * (2 * 1024 * 1024), 400, "too large"),
+                ("GET", "/api/v2/silence/unknown", None, 404, "not found"),
+                ("GET", "/api/v2/alerts?active=maybe", None, 400, "true or false"),
+                ("GET", "/api/v2/alerts?filter=%3Doops", None, 400, "bad filter"),
+            ]:
+                async with http.request(method, url + path, data=body) as response:
+                    assert response.status == status, path
+                    assert words in await response.json(), path
     finally:
         await daemon.stop()
 

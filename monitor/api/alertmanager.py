@@ -32,7 +32,7 @@ def _json(value: Any, status: int = 200) -> web.Response:
 def _bool(request: web.Request, name: str) -> bool:
     raw = request.query.get(name, "true").lower()
     if raw not in ("true", "false"):
-        raise web.HTTPBadRequest(body=orjson.dumps(f"{name}: must be true or false"),
+        raise web.HTTPBadRequest(text=orjson.dumps(f"{name}: must be true or false").decode(),
                                  content_type="application/json")
     return raw == "true"
 
@@ -43,7 +43,7 @@ def _filters(request: web.Request) -> list[Matcher]:
         try:
             matchers.extend(parse_matchers(text))
         except ValueError as exc:
-            raise web.HTTPBadRequest(body=orjson.dumps(f"bad filter {text!r}: {exc}"),
+            raise web.HTTPBadRequest(text=orjson.dumps(f"bad filter {text!r}: {exc}").decode(),
                                      content_type="application/json") from None
     return matchers
 
@@ -107,9 +107,11 @@ class AlertmanagerApi:
         return _json([s.to_json(now) for s in found])
 
     async def post_silence(self, request: web.Request) -> web.Response:
-        raw = await request.content.read(MAX_BODY_BYTES + 1)
-        if len(raw) > MAX_BODY_BYTES:
-            return _json("request body too large", 400)
+        raw = bytearray()
+        while chunk := await request.content.read(64 * 1024):
+            raw += chunk
+            if len(raw) > MAX_BODY_BYTES:
+                return _json(f"request body too large (at most {MAX_BODY_BYTES} bytes)", 400)
         try:
             body = orjson.loads(raw)
         except orjson.JSONDecodeError as exc:
@@ -121,7 +123,6 @@ class AlertmanagerApi:
         except SilenceError as exc:
             status = 404 if "not found" in str(exc) else 400
             return _json(str(exc), status)
-        self.notify.dispatcher.flush_due()
         return _json({"silenceID": silence_id})
 
     async def get_silence(self, request: web.Request) -> web.Response:

@@ -28,6 +28,7 @@ from monitor.config_notify import NotifyConfig
 from monitor.config_routing import ResolvedRoute
 from monitor.metrics import families as fam
 from monitor.metrics.store import MetricStore
+from monitor.notify.channels.alertmanager import RESEND_DELAY_S, RESOLVED_RESEND_S
 from monitor.notify.channels.base import Channel
 from monitor.notify.inhibit import Inhibitor
 from monitor.notify.model import Notification, NotifyAlert
@@ -45,8 +46,6 @@ from monitor.storage import StateStore
 
 log = logging.getLogger(__name__)
 
-FORWARD_RESEND_S = 60.0
-FORWARD_RESOLVED_FOR_S = 15 * 60.0
 IDLE_WAKE_S = 30.0
 
 
@@ -206,6 +205,7 @@ class Dispatcher:
             return True
         channels = self.channels()
         ok = True
+        queued = False
         for index, (integration, _config) in enumerate(receiver.integrations()):
             if integration == "alertmanager":
                 continue
@@ -233,9 +233,11 @@ class Dispatcher:
             with self.state.transaction() as cursor:
                 if message is not None:
                     Outbox.add(cursor, cid, message, now)
+                    queued = True
                 self.nflog.record(cursor, key, entry)
             self.nflog.remember(key, entry)
-        self.outbox.wake()
+        if queued:
+            self.outbox.wake()
         return ok
 
     # -- forwarding to Alertmanager -------------------------------------------------------------
@@ -280,13 +282,13 @@ class Dispatcher:
         last = self._forwarded.get((cid, alert.fingerprint))
         resolved = alert.resolved_at(now)
         if resolved and alert.ends_at is not None and \
-                alert.ends_at + FORWARD_RESOLVED_FOR_S < now:
+                alert.ends_at + RESOLVED_RESEND_S < now:
             return False
         if last is None:
             return True
         if resolved != last.resolved:
             return True
-        return last.sent_at + FORWARD_RESEND_S <= now
+        return last.sent_at + RESEND_DELAY_S <= now
 
     # -- housekeeping --------------------------------------------------------------------------
 
@@ -295,10 +297,10 @@ class Dispatcher:
         for fp, alert in list(self.alerts.items()):
             if fp in grouped or not alert.resolved_at(now):
                 continue
-            if alert.ends_at is not None and alert.ends_at + FORWARD_RESOLVED_FOR_S > now:
+            if alert.ends_at is not None and alert.ends_at + RESOLVED_RESEND_S > now:
                 continue  # still forwarded, and shown as resolved in /api/v2/alerts
             del self.alerts[fp]
             self._versions.pop(fp, None)
         for key, sent in list(self._forwarded.items()):
-            if sent.sent_at + FORWARD_RESOLVED_FOR_S + FORWARD_RESEND_S < now:
+            if sent.sent_at + RESOLVED_RESEND_S + RESEND_DELAY_S < now:
                 del self._forwarded[key]

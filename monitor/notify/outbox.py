@@ -210,6 +210,9 @@ class Outbox:
             if channel.limits:
                 cursor.execute("INSERT INTO rate_log (rate_key, sent_at) VALUES (?, ?)",
                                (channel.rate_key, now))
+                longest = max(limit.per_seconds for limit in channel.limits)
+                cursor.execute("DELETE FROM rate_log WHERE rate_key = ? AND sent_at < ?",
+                               (channel.rate_key, now - longest))
         self._sent.inc(self._sent.key((row.channel.receiver, row.channel.integration)))
 
     def _rate_wait(self, channel: Channel, now: float) -> float:
@@ -222,11 +225,6 @@ class Outbox:
                 "ORDER BY sent_at", (channel.rate_key, since))]
             if len(sent) >= limit.count:
                 wait = max(wait, sent[len(sent) - limit.count] + limit.per_seconds - now)
-        if wait == 0.0 and channel.limits:
-            longest = max(limit.per_seconds for limit in channel.limits)
-            with self.state.transaction() as cursor:
-                cursor.execute("DELETE FROM rate_log WHERE rate_key = ? AND sent_at < ?",
-                               (channel.rate_key, now - longest))
         return wait
 
     def _merge(self, channel: Channel, rows: list[_Row]) -> list[_Row]:

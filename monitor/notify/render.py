@@ -108,11 +108,3 @@ class Renderer:
         except jinja2.TemplateError as exc:
             where = "the receiver's template" if override is not None else default
             raise TemplateError(f"{where}: {exc}") from None
-
-    def check(self, text: str, *, html: bool = False) -> None:
-        """TemplateError if `text` does not parse (checked when the config loads)."""
-        env = self._html_env if html else self._text_env
-        try:
-            env.parse(text)
-        except jinja2.TemplateSyntaxError as exc:
-            raise TemplateError(f"line {exc.lineno}: {exc.message}") from None

@@ -7,20 +7,20 @@ from __future__ import annotations
 
 from monitor.alerting.groups import RuleGroup
 from monitor.alerting.rules import AlertState
-from monitor.notify.channels.alertmanager import RESEND_DELAY_S
+from monitor.notify.channels.alertmanager import valid_until
 from monitor.notify.model import NotifyAlert
 
 
 def alerts_of(group: RuleGroup, t_ms: int, generator_url: str = "") -> list[NotifyAlert]:
     now = t_ms / 1000.0
-    valid_for = 4 * max(RESEND_DELAY_S, group.interval_ms / 1000.0)
+    lapses_at = valid_until(now, group.interval_ms / 1000.0)
     out: list[NotifyAlert] = []
     for rule in group.alerting_rules():
         for alert in rule.active.values():
             if alert.state is AlertState.PENDING or alert.fired_at is None:
                 continue
             ends = alert.resolved_at / 1000.0 if alert.resolved_at is not None \
-                else now + valid_for
+                else lapses_at
             out.append(NotifyAlert(dict(alert.labels), dict(alert.annotations),
                                    alert.fired_at / 1000.0, ends, generator_url))
     return out

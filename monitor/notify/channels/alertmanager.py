@@ -37,6 +37,11 @@ def ends_at_for(alert: NotifyAlert, now: float, eval_interval: float = 0.0) -> f
     Alertmanager should give up on it if no re-send arrives."""
     if alert.ends_at is not None and alert.resolved_at(now):
         return alert.ends_at
+    return valid_until(now, eval_interval)
+
+
+def valid_until(now: float, eval_interval: float) -> float:
+    """When a firing alert sent at `now` lapses if nothing re-sends it (Prometheus's rule)."""
     return now + 4 * max(RESEND_DELAY_S, eval_interval)
 
 
