@@ -29,6 +29,7 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from monitor import __version__
 from monitor.alerting.groups import RuleGroup
 from monitor.alerting.manager import RuleManager, load_groups
+from monitor.alerting.prompt import PromptEvaluation
 from monitor.alerting.rules import TemplateContext, template_query
 from monitor.alerting.state import AlertStateStore
 from monitor.api.alertmanager import add_alertmanager_api
@@ -124,6 +125,7 @@ class Daemon:
         self.api_engine: Engine | None = None
         self.scraper: InternalScraper | None = None
         self.rules: RuleManager | None = None
+        self.prompt: PromptEvaluation | None = None
         self.notify: NotifyService | None = None
         self._reload_lock = asyncio.Lock()
         self._state_store: StateStore | None = None
@@ -161,6 +163,8 @@ class Daemon:
                 clock=self.clock, watcher_factory=self._watcher_factory,
             )
             self._start_rules(self._state_store)
+            assert self.prompt is not None
+            self.ingest.on_commit.append(self.prompt.poke)
             self.notify = NotifyService(self.config.notify, timezone=self.config.cost.timezone,
                                         state=self._state_store, clock=self.clock,
                                         metrics=self.store)
@@ -176,6 +180,9 @@ class Daemon:
         self._tasks.append(asyncio.create_task(self._run_ingest(), name="ingest"))
         assert self.rules is not None
         self._tasks.append(asyncio.create_task(self.rules.run(self._rules_stop), name="rules"))
+        assert self.prompt is not None
+        self._tasks.append(asyncio.create_task(self.prompt.run(self._rules_stop),
+                                               name="prompt-evaluation"))
         self._tasks.append(asyncio.create_task(self._run_notify(), name="notify"))
         self._start_scheduler()
         self.state = RunState.RUNNING
@@ -226,6 +233,7 @@ class Daemon:
         self.rules = RuleManager(engine=self.engine, series=self.series, metrics=self.store,
                                  clock=self.clock, state=AlertStateStore(state))
         self.rules.replace(groups, restore=True)
+        self.prompt = PromptEvaluation(scraper=self.scraper, rules=self.rules, clock=self.clock)
 
     def _start_scheduler(self) -> None:
         scheduler = AsyncIOScheduler(event_loop=asyncio.get_running_loop())

@@ -108,7 +108,8 @@ class Setup:
         self._write_config = write_config
         self._fast_ingest = fast_ingest
 
-    def write(self, rules: str = RULES) -> None:
+    def write(self, rules: str = RULES, *, scrape_interval: str = "100ms",
+              evaluation_interval: str = "200ms") -> None:
         self.rules.parent.mkdir(parents=True, exist_ok=True)
         self.rules.write_text(rules)
         self._write_config(self.config_path, {
@@ -117,8 +118,8 @@ class Setup:
             "ingest": self._fast_ingest,
             "host": {"enabled": False},
             "gpu": {"enabled": False},
-            "scrape_interval": "100ms",
-            "evaluation_interval": "200ms",
+            "scrape_interval": scrape_interval,
+            "evaluation_interval": evaluation_interval,
             "rule_files": [str(self.rules)],
             "sources": [{"name": "inference", "paths": [str(self.log)],
                          "schema": "inference"}],
@@ -166,6 +167,23 @@ async def wait_firing(daemon: Daemon, alertname: str) -> list[dict[str, Any]]:
 # --- alerts from ingested lines ---------------------------------------------------------------
 
 
+async def test_new_lines_are_evaluated_promptly_not_at_the_next_tick(
+        setup: Setup, daemons: list[Daemon]) -> None:
+    # An hour between regular scrapes and evaluations: only the prompt evaluation that follows
+    # each commit of new lines can make the alert fire within the test's deadline.
+    setup.write(scrape_interval="1h", evaluation_interval="1h")
+    setup.append_lines(30, seed=1, error_rate=0.0)
+    daemon = make_daemon(setup, daemons)
+    await daemon.start()
+    await until(lambda: _ready(daemon), "the daemon to be ready")
+    assert await firing(daemon, "ErrorBurst") == []
+    setup.append_lines(40, seed=2, error_rate=0.5)
+    (burst,) = await wait_firing(daemon, "ErrorBurst")
+    assert burst["labels"] == {"alertname": "ErrorBurst", "source": "inference"}
+    assert daemon.prompt is not None and daemon.prompt.passes >= 1
+
+
+
 async def test_alerts_fire_from_ingested_lines_and_the_api_shows_them(
         setup: Setup, daemons: list[Daemon], parse_exposition: Any) -> None:
     setup.write()
@@ -210,6 +228,10 @@ async def test_alerts_fire_from_ingested_lines_and_the_api_shows_them(
     assert failures >= 1
     assert samples[("inferwatch_alerts",
                     frozenset({("alertname", "ErrorsSeen"), ("state", "firing")}))] == 1
+
+
+async def _ready(daemon: Daemon) -> bool:
+    return daemon.is_ready()
 
 
 async def _has_series(daemon: Daemon, name: str) -> bool:

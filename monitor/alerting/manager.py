@@ -4,8 +4,10 @@ Each group is evaluated at the multiples of its interval (the group's `interval`
 global evaluation_interval), at that exact timestamp. (Prometheus offsets each group by a hash
 of its name; here all groups of one interval evaluate at the same instants.)
 An evaluation that runs past the next tick skips the ticks it missed (counted) rather than
-piling up. On reload, alerts carry over to the rule with the same name and labels in the same
-group; at start-up they come back from the state file.
+piling up. Between ticks, `evaluate_promptly` evaluates groups at once when new data has
+arrived (see monitor/alerting/prompt.py); a tick never evaluates a group at or before a time it
+was already evaluated at. On reload, alerts carry over to the rule with the same name and
+labels in the same group; at start-up they come back from the state file.
 """
 
 from __future__ import annotations
@@ -160,6 +162,30 @@ class RuleManager:
         for listener in self.listeners:
             listener(group, t)
 
+    def evaluate_promptly(self, t: int, min_gap_ms: int, cost_factor: float) -> int:
+        """Evaluate at `t` every group last evaluated at least `min_gap_ms` ago, and at least
+        `cost_factor` times its last evaluation's duration ago (so evaluating on every new
+        datum never costs a group more than 1/cost_factor of a core); how many ran."""
+        ran = 0
+        for group in self.groups:
+            last = self._evaluated_at.get(group.key)
+            if last is not None:
+                gap = max(min_gap_ms, cost_factor * group.last_duration_s * 1000.0)
+                if t - last < gap:
+                    continue
+            self._evaluate_guarded(group, t)
+            ran += 1
+        return ran
+
+    def _evaluate_guarded(self, group: RuleGroup, t: int) -> None:
+        if t <= self._evaluated_at.get(group.key, -(2**63)):
+            return  # already evaluated at (or after) this time
+        try:
+            self.evaluate(group, t)
+        except Exception:  # a bug here must cost one evaluation, never the group's loop
+            log.exception("unexpected error evaluating rule group %s", group.name)
+            self.metrics.failed(group)
+
     def _failed(self, group: RuleGroup, rule: Rule, exc: Exception) -> None:
         self.metrics.failed(group)
         log.warning("rule evaluation failed: %s", describe_failure(group, rule, exc))
@@ -234,11 +260,7 @@ class RuleManager:
                 # The wall clock stepped back: realign instead of waiting for it to catch up.
                 next_t = (now // interval + 1) * interval
             await asyncio.sleep(max(0.0, (next_t - now) / 1000.0))
-            try:
-                self.evaluate(group, next_t)
-            except Exception:  # a bug here must cost one evaluation, never the group's loop
-                log.exception("unexpected error evaluating rule group %s", group.name)
-                self.metrics.failed(group)
+            self._evaluate_guarded(group, next_t)
             next_t += interval
             now = int(self.clock.time() * 1000)
             if now >= next_t:

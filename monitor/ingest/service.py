@@ -93,6 +93,8 @@ class IngestService:
         self.last_tick = clock.monotonic()
         self.max_wait = ingest.rescan_interval if ingest.inotify else ingest.poll_interval
         self.final_commit_ok = True
+        # Called after each commit that applied new lines to the metric store.
+        self.on_commit: list[Callable[[], None]] = []
         self._add_sources(sources)
 
     # -- sources --------------------------------------------------------------------------------
@@ -274,6 +276,7 @@ class IngestService:
 
     def _checkpoint(self) -> bool:
         caught_up = [rt for rt in self.runtimes.values() if rt.tailer.caught_up()]
+        had_lines = self._pending_lines() > 0
         committed = self._writer.commit([(rt.pipeline, rt.tailer)
                                          for rt in self.runtimes.values()])
         self._last_commit = self.clock.monotonic()
@@ -283,6 +286,9 @@ class IngestService:
                 if not rt.ready:
                     rt.ready = True
                     log.info("source %s caught up", rt.config.name)
+            if had_lines:
+                for listener in self.on_commit:
+                    listener()
         return committed
 
     def _update_gauges(self) -> None:

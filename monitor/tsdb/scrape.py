@@ -10,6 +10,9 @@ Two things a real scrape cannot do, done here:
 - a counter (or histogram) *born* since the last scrape gets a 0 sample at the previous
   scrape's time, so `increase()` and `rate()` see its first events. (A restored counter is not
   born: like a restarted exporter's, its first sample is its current value.)
+
+Between the regular scrapes, a *prompt* scrape (`changed_only`) records only the series whose
+value moved, so that rules can see new data at once without every series paying a sample.
 """
 
 from __future__ import annotations
@@ -69,8 +72,9 @@ class InternalScraper:
         self._last_t: int | None = None
         self._tsdb_series = metrics.register(fam.TSDB_SERIES)
 
-    def scrape(self) -> int:
-        """One scrape at the clock's time; the number of samples appended."""
+    def scrape(self, *, changed_only: bool = False) -> int:
+        """One scrape at the clock's time; the number of samples appended. `changed_only`
+        skips the series whose last sample already holds their value."""
         t = int(self.clock.time() * 1000)
         if self._last_t is not None and t <= self._last_t:
             return 0  # the clock did not move on (or went back): nothing new to record
@@ -95,6 +99,8 @@ class InternalScraper:
                     if target.last_t < birth_t:
                         target.append(birth_t, 0.0)
             for target, value in zip(targets, sample_values(series), strict=True):
+                if changed_only and target.holds(value):
+                    continue
                 appended += target.append(t, value)
         for ident in set(self._targets) - seen:
             for target in self._targets.pop(ident):

@@ -60,6 +60,10 @@ class MemSeries:
             return True
         return False
 
+    def holds(self, v: float) -> bool:
+        """Whether the latest sample is `v` (not a stale marker)."""
+        return bool(self.vs) and not self.is_stale_now() and self.vs[-1][-1] == v
+
     def is_stale_now(self) -> bool:
         return self.last_t in self.stale
 

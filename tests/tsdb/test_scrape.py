@@ -228,3 +228,41 @@ def test_a_series_scraped_again_after_a_gap_longer_than_retention_is_visible() -
     rig.scrape_after(1)
     assert rig.query("inferwatch_temperature_celsius") == {
         labels(__name__="inferwatch_temperature_celsius", gpu="0"): 5.0}
+
+
+def test_a_prompt_scrape_records_only_the_series_whose_value_moved() -> None:
+    rig = Rig()
+    temperature = rig.metrics.register(TEMPERATURE)
+    requests = rig.metrics.register(REQUESTS)
+    temperature.set(temperature.key(("0",)), 50.0)
+    requests.inc(requests.key(("m1", "")), 1)
+    rig.scraper.scrape()
+    rig.scrape_after(1)
+    rig.scrape_after(1)  # the scraper's own gauge (inferwatch_tsdb_series) holds still now
+    requests.inc(requests.key(("m1", "")), 1)
+    rig.clock.advance(0.3)
+    assert rig.scraper.scrape(changed_only=True) == 1
+    assert rig.samples(labels(__name__="inferwatch_requests_total", model="m1")) == [
+        (T0 - 1000, 0.0), (T0, 1.0), (T0 + 1000, 1.0), (T0 + 2000, 1.0), (T0 + 2300, 2.0)]
+    assert rig.samples(labels(__name__="inferwatch_temperature_celsius", gpu="0")) == [
+        (T0, 50.0), (T0 + 1000, 50.0), (T0 + 2000, 50.0)]
+    rig.scrape_after(0.7)  # the regular scrape records everything again
+    assert rig.samples(labels(__name__="inferwatch_temperature_celsius", gpu="0"))[-1] == (
+        T0 + 3000, 50.0)
+
+
+def test_a_prompt_scrape_still_marks_gone_series_stale_and_zeroes_new_counters() -> None:
+    rig = Rig()
+    temperature = rig.metrics.register(TEMPERATURE)
+    requests = rig.metrics.register(REQUESTS)
+    temperature.set(temperature.key(("0",)), 50.0)
+    rig.scraper.scrape()
+    temperature.remove(temperature.key(("0",)))
+    requests.inc(requests.key(("m1", "")), 3)
+    rig.clock.advance(0.25)
+    rig.scraper.scrape(changed_only=True)
+    assert rig.series.series[
+        labels(__name__="inferwatch_temperature_celsius", gpu="0")].is_stale_now()
+    assert rig.samples(labels(__name__="inferwatch_requests_total", model="m1")) == [
+        (T0, 0.0), (T0 + 250, 3.0)]
+    assert rig.query("increase(inferwatch_requests_total[1m])") != {}
