@@ -42,6 +42,7 @@ from daemon_peer import run_daemon
 from dataset import Dataset, ensure_dataset, warm_page_cache
 from idle import IdleRun, measure_idle
 from mtail_peer import mtail_binary, mtail_version, prepare, run_mtail
+from page_bench import run_page
 from procs import BENCH_DIR, free_loopback_port, run_timed
 from report import Ratio, format_absolutes, format_ratios, medians, ratio
 from rules_bench import RulesConfig, config_from, run_rules
@@ -53,6 +54,7 @@ DEFAULT_LINES = 300_000
 DEFAULT_RSS_LINES = 1_000_000
 DEFAULT_REPEAT = 3
 DEFAULT_SEED = 20260101
+DEFAULT_INCIDENTS = 20
 QUICK_LINES = 30_000
 QUICK_RSS_LINES = 100_000
 TARGET_VS_MTAIL = 3.0
@@ -291,8 +293,10 @@ def parse_args(argv: Sequence[str] | None) -> tuple[argparse.Namespace, RulesCon
         description="Ingest throughput of inferwatch vs mtail and a bare orjson loop, and "
                     "its memory after a large catch-up; then rule evaluation and query_range "
                     "beside a real Prometheus. Figures are ratios within one run.")
-    parser.add_argument("--only", choices=("ingest", "rules"),
-                        help="run one section (default: both, ingest first)")
+    parser.add_argument("--only", choices=("ingest", "rules", "page"),
+                        help="run one section (default: all three: ingest, rules, page)")
+    parser.add_argument("--incidents", type=int, default=DEFAULT_INCIDENTS,
+                        help="incidents in the time-to-page section (default %(default)s)")
     parser.add_argument("--lines", type=int, help=f"lines in the timed log "
                         f"(default {DEFAULT_LINES:,}; --quick {QUICK_LINES:,})")
     parser.add_argument("--rss-lines", type=int, help=f"lines in the memory run's log "
@@ -317,8 +321,8 @@ def parse_args(argv: Sequence[str] | None) -> tuple[argparse.Namespace, RulesCon
     for name, default in zip(("lines", "rss_lines", "repeat"), defaults, strict=True):
         if getattr(args, name) is None:
             setattr(args, name, default)
-    if min(args.lines, args.rss_lines, args.repeat) <= 0:
-        parser.error("--lines, --rss-lines and --repeat must be positive")
+    if min(args.lines, args.rss_lines, args.repeat, args.incidents) <= 0:
+        parser.error("--lines, --rss-lines, --repeat and --incidents must be positive")
     return args, config_from(args, parser)
 
 
@@ -357,6 +361,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             print("\n" + "=" * 100 + "\n")
         with tempfile.TemporaryDirectory(prefix="inferwatch-rules-bench-") as scratch:
             document["rules"] = run_rules(rules_config, Path(scratch))
+    if args.only in (None, "page"):
+        if args.only is None:
+            print("\n" + "=" * 100 + "\n")
+        with tempfile.TemporaryDirectory(prefix="inferwatch-page-bench-") as scratch:
+            document["page"] = run_page(Path(scratch), incidents=args.incidents,
+                                        seed=args.seed, stacks=not args.no_prometheus)
     if args.json is not None:
         args.json.write_text(json.dumps(document, indent=2) + "\n")
         print(f"\nresults written to {args.json}")

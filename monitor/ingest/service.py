@@ -35,6 +35,10 @@ from monitor.storage import StateStore
 log = logging.getLogger(__name__)
 
 MIN_CYCLE_S = 0.05  # at most 20 read cycles a second, however chatty the writers are
+# Once every source has read to the end of its files, new lines are committed (and so become
+# visible to /metrics and the rules) this soon, rather than at the next checkpoint_interval:
+# live tailing commits small batches promptly, a catch-up still commits in big ones.
+LIVE_COMMIT_GAP_S = 0.1
 STOP_DRAIN_S = 5.0  # on stop, read what is left for this long at most (TimeoutStopSec is 30 s)
 PRUNE_AFTER_S = 7 * 86400.0
 
@@ -260,11 +264,16 @@ class IngestService:
 
     def _checkpoint_if_due(self) -> None:
         # A source that has just caught up is committed at once (readiness should not wait for
-        # the next interval), unless the last attempt failed: then the interval applies.
-        due = self.clock.monotonic() - self._last_commit >= self.ingest.checkpoint_interval
+        # the next interval), and so are new lines once every source is live (see
+        # LIVE_COMMIT_GAP_S), unless the last attempt failed: then the interval applies.
+        since = self.clock.monotonic() - self._last_commit
+        due = since >= self.ingest.checkpoint_interval
         becoming_ready = self._last_commit_ok and any(
             not rt.ready and rt.tailer.caught_up() for rt in self.runtimes.values())
-        if becoming_ready or (due and self._has_uncommitted_work()):
+        live = (self._last_commit_ok and since >= LIVE_COMMIT_GAP_S
+                and self._pending_lines() > 0
+                and all(rt.tailer.caught_up() for rt in self.runtimes.values()))
+        if becoming_ready or live or (due and self._has_uncommitted_work()):
             self._checkpoint()
         if due or becoming_ready:
             self._update_gauges()
