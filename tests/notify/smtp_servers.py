@@ -97,7 +97,7 @@ class RecordingHandler:
                 envelope.mail_from, list(envelope.rcpt_tos), envelope.original_content,
                 session.ssl is not None or ssl_object is not None, session.host_name,
                 self.auth_mechanisms[-1] if session.authenticated else None,
-                _common_name(ssl_object.getpeercert() if ssl_object is not None else None)))
+                common_name(ssl_object.getpeercert() if ssl_object is not None else None)))
         return self.data_reply
 
     def authenticate(self, server: Any, session: Any, envelope: Any, mechanism: str,
@@ -108,7 +108,8 @@ class RecordingHandler:
         return AuthResult(success=ok, handled=False)  # aiosmtpd answers 535 itself
 
 
-def _common_name(peercert: Any) -> str | None:
+def common_name(peercert: Any) -> str | None:
+    """The subject CN of a certificate as `SSLObject.getpeercert()` gives it; None if absent."""
     for rdn in (peercert or {}).get("subject", ()):
         for key, value in rdn:
             if key == "commonName":

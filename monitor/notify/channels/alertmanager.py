@@ -9,13 +9,16 @@ resolving) is the dispatcher's decision; `ends_at_for` is here for it.
 
 Outcome, as Prometheus counts it: sent if at least one Alertmanager accepted the alerts;
 otherwise transient if any failure was transient (5xx, 429, timeout, connection), permanent
-if every one was permanent (e.g. 400 for alerts it rejects).
+if every one was permanent (e.g. 400 for alerts it rejects). One `http_config.tls_config`
+serves every URL; if its certificate or key will not load, nothing is sent and the failure is
+permanent (reason "tls").
 """
 
 from __future__ import annotations
 
 import asyncio
 import hashlib
+import ssl
 
 import aiohttp
 
@@ -24,6 +27,7 @@ from monitor.clock import Clock
 from monitor.config_notify import AlertmanagerForwardConfig
 from monitor.notify.channels.base import Delivery, Message, RateLimit
 from monitor.notify.channels.http import HttpOutcome, post_json
+from monitor.notify.channels.tls import http_tls_context, load_failure
 from monitor.notify.model import Notification, NotifyAlert, rfc3339
 from monitor.notify.render import Renderer
 
@@ -80,6 +84,7 @@ class AlertmanagerChannel:
         self._session = session
         self._clock = clock
         self._renderer = renderer
+        self._tls: ssl.SSLContext | None = None
 
     @property
     def rate_key(self) -> str:
@@ -101,12 +106,23 @@ class AlertmanagerChannel:
         authorization = self.config.http_config.authorization_header()
         if authorization is not None:
             headers["Authorization"] = authorization
+        try:
+            context = self._tls_context()
+        except OSError as exc:  # ssl.SSLError included: a key or certificate that will not load
+            return load_failure(self.config.http_config.tls_config, exc,
+                                key="http_config.tls_config")
+        server_name = self.config.http_config.tls_config.server_name
         endpoints = self.config.alerts_endpoints()
         outcomes = await asyncio.gather(*(
             post_json(self._session, url, message["alerts"], timeout=self.config.timeout,
-                      headers=headers)
+                      headers=headers, ssl=context, server_hostname=server_name)
             for url in endpoints))
         return combine(outcomes)
+
+    def _tls_context(self) -> ssl.SSLContext | None:
+        if self._tls is None:
+            self._tls = http_tls_context(self.config.http_config.tls_config)
+        return self._tls
 
 
 def combine(outcomes: list[HttpOutcome]) -> Delivery:

@@ -33,46 +33,15 @@ import aiohttp
 import aiosmtplib
 
 from monitor.clock import Clock
-from monitor.config_notify import EmailConfig, TlsConfig
+from monitor.config_notify import EmailConfig
 from monitor.notify.channels.base import Delivery, Message, RateLimit
+from monitor.notify.channels.tls import client_tls_context
 from monitor.notify.model import Notification
 from monitor.notify.render import Renderer
 
 SMTP_TIMEOUT_S = 30.0
 QUIT_TIMEOUT_S = 5.0
 _HEADER_BREAK = re.compile(r"[\r\n]+")
-
-
-class _ServerNameContext(ssl.SSLContext):
-    """A client context that presents and verifies `server_name` whatever host it dials.
-
-    aiosmtplib passes its own host name to the handshake for implicit TLS and takes no
-    override, so the configured `tls_config.server_name` is applied here instead.
-    """
-
-    server_name: str | None = None
-
-    def wrap_bio(self, incoming: ssl.MemoryBIO, outgoing: ssl.MemoryBIO,
-                 server_side: bool = False, server_hostname: str | bytes | None = None,
-                 session: ssl.SSLSession | None = None) -> ssl.SSLObject:
-        return super().wrap_bio(incoming, outgoing, server_side,
-                                self.server_name or server_hostname, session)
-
-
-def client_tls_context(config: TlsConfig) -> ssl.SSLContext:
-    """An SSL client context from Prometheus-style `tls_config`; ssl.SSLError on bad files."""
-    context = _ServerNameContext(ssl.PROTOCOL_TLS_CLIENT)
-    context.server_name = config.server_name
-    if config.ca_file is not None:
-        context.load_verify_locations(cafile=str(config.ca_file))
-    else:
-        context.load_default_certs(ssl.Purpose.SERVER_AUTH)
-    if config.cert_file is not None and config.key_file is not None:
-        context.load_cert_chain(str(config.cert_file), str(config.key_file))
-    if config.insecure_skip_verify:
-        context.check_hostname = False
-        context.verify_mode = ssl.CERT_NONE
-    return context
 
 
 def _short_hash(*parts: str) -> str:

@@ -15,6 +15,7 @@ import asyncio
 from collections.abc import Mapping
 from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
+from ssl import SSLContext
 from typing import Any
 
 import aiohttp
@@ -62,15 +63,23 @@ class HttpOutcome:
 async def post_json(session: aiohttp.ClientSession, url: str,
                     body: bytes | Mapping[str, Any] | list[Any], *,
                     timeout: float,  # noqa: ASYNC109 - aiohttp's own per-request total timeout
-                    headers: Mapping[str, str] | None = None) -> HttpOutcome:
+                    headers: Mapping[str, str] | None = None,
+                    ssl: SSLContext | None = None,
+                    server_hostname: str | None = None) -> HttpOutcome:
     """POST `body` (bytes sent as they are, anything else serialised with orjson) as
-    `application/json` to `url`, waiting at most `timeout` seconds in all."""
+    `application/json` to `url`, waiting at most `timeout` seconds in all.
+
+    For https URLs: `ssl` replaces aiohttp's default verification (None keeps it), and
+    `server_hostname` is the name sent in SNI and checked against the certificate instead
+    of the URL's host."""
     data = body if isinstance(body, bytes) else orjson.dumps(body)
     sent_headers = {"Content-Type": "application/json; charset=utf-8", **(headers or {})}
     try:
         async with session.post(url, data=data, headers=sent_headers,
                                 timeout=aiohttp.ClientTimeout(total=timeout),
-                                allow_redirects=False) as response:
+                                allow_redirects=False,
+                                ssl=True if ssl is None else ssl,
+                                server_hostname=server_hostname) as response:
             raw = await response.content.read(MAX_BODY_BYTES)
             return _classify(response.status, raw, response.headers)
     except TimeoutError:

@@ -3,16 +3,19 @@
 The payload is Alertmanager's `webhook.Message` (notify/webhook/webhook.go: the template
 `Data` of template/template.go plus version, groupKey and truncatedAlerts), field for field,
 so a receiver written for Alertmanager reads ours unchanged. It is built at render time and
-stored; the URL and credentials are read from the current config when sending.
+stored; the URL, credentials and `http_config.tls_config` are read from the current config
+when sending (the TLS context is built on the first send and kept for the channel's life).
 
-Outcomes (as Alertmanager's Retrier): 2xx sent; 5xx, 408, 429, timeouts and connection
-errors transient; any other status permanent.
+Outcomes (as Alertmanager's Retrier): 2xx sent; 5xx, 408, 429, timeouts, connection and
+TLS handshake errors transient; any other status permanent, and so is a `tls_config` whose
+certificate or key will not load (reason "tls").
 """
 
 from __future__ import annotations
 
 import hashlib
 import re
+import ssl
 from collections.abc import Mapping
 from typing import Any
 
@@ -23,6 +26,7 @@ from monitor.clock import Clock
 from monitor.config_notify import WebhookConfig
 from monitor.notify.channels.base import Delivery, Message, RateLimit
 from monitor.notify.channels.http import post_json
+from monitor.notify.channels.tls import http_tls_context, load_failure
 from monitor.notify.model import Notification, rfc3339
 from monitor.notify.render import Renderer
 
@@ -84,6 +88,7 @@ class WebhookChannel:
         self._session = session
         self._clock = clock
         self._renderer = renderer
+        self._tls: ssl.SSLContext | None = None
 
     def _url(self) -> str:
         assert self.config.url is not None  # required by WebhookConfig
@@ -109,6 +114,17 @@ class WebhookChannel:
         authorization = self.config.http_config.authorization_header()
         if authorization is not None:
             headers["Authorization"] = authorization
+        try:
+            context = self._tls_context()
+        except OSError as exc:  # ssl.SSLError included: a key or certificate that will not load
+            return load_failure(self.config.http_config.tls_config, exc,
+                                key="http_config.tls_config")
         outcome = await post_json(self._session, self._url(), message,
-                                  timeout=self.config.timeout, headers=headers)
+                                  timeout=self.config.timeout, headers=headers, ssl=context,
+                                  server_hostname=self.config.http_config.tls_config.server_name)
         return Delivery.sent() if outcome.ok else outcome.failure()
+
+    def _tls_context(self) -> ssl.SSLContext | None:
+        if self._tls is None:
+            self._tls = http_tls_context(self.config.http_config.tls_config)
+        return self._tls
