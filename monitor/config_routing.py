@@ -123,19 +123,22 @@ def _unquote_matcher_value(raw: str) -> str:
 
 def parse_matchers(text: str) -> list[Matcher]:
     """`severity="page"`, `{a=~"x.*", b!=c}` … into matchers, as Alertmanager reads them."""
-    matchers = []
-    for token in _split_matcher_list(text):
-        match = _MATCHER_RE.match(token)
-        if match is None:
-            raise ValueError(f"bad matcher format: {token.strip()!r}; write e.g. "
-                             'severity="page" (operators = != =~ !~)')
-        name, op_text, raw_value = match.groups()
-        op = _OPERATORS[op_text]
-        value = _unquote_matcher_value(raw_value)
-        if op in ("=~", "!~"):
-            compile_regex(value)
-        matchers.append(Matcher(name=name, op=op, value=value))
-    return matchers
+    return [parse_matcher(token) for token in _split_matcher_list(text)]
+
+
+def parse_matcher(text: str) -> Matcher:
+    """Exactly one matcher, as Alertmanager's classic `labels.ParseMatcher` reads it: no
+    braces, and an unquoted value runs to the end, commas included."""
+    match = _MATCHER_RE.match(text)
+    if match is None:
+        raise ValueError(f"bad matcher format: {text.strip()!r}; write e.g. "
+                         'severity="page" (operators = != =~ !~)')
+    name, op_text, raw_value = match.groups()
+    op = _OPERATORS[op_text]
+    value = _unquote_matcher_value(raw_value)
+    if op in ("=~", "!~"):
+        compile_regex(value)
+    return Matcher(name=name, op=op, value=value)
 
 
 def _parse_matcher_list(value: Any) -> Any:

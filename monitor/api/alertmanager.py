@@ -1,27 +1,41 @@
 """Alertmanager-shaped API v2 over the daemon's own alerts and silences.
 
-`GET /api/v2/alerts` (the dispatcher's alerts, with `active`, `silenced`, `inhibited` and
-`filter` parameters), `GET|POST /api/v2/silences`, `GET|DELETE /api/v2/silence/{id}`. The
-JSON is Alertmanager's (gettableAlert, gettableSilence); errors are a JSON string with
-status 400 (bad input) or 404 (unknown silence), as Alertmanager answers, so amtool-style
-clients and `inferwatch silence` work against it.
+`GET /api/v2/alerts` (the dispatcher's alerts, with `active`, `silenced`, `inhibited`,
+`unprocessed` and `filter` parameters), `GET|POST /api/v2/silences`, `GET|DELETE
+/api/v2/silence/{id}`. The JSON is Alertmanager's (gettableAlert, gettableSilence); errors
+are a JSON string with status 400 (bad input) or 404 (unknown silence), as Alertmanager
+answers, so amtool-style clients and `inferwatch silence` work against it.
+
+Each `filter` is one matcher without braces, as Alertmanager 0.27+ reads it (`a="b"` or
+`a=b`; `{a="b"}` is refused). An alert's status is worked out at query time, as
+Alertmanager's API does: `silencedBy` the sorted ids of the active silences muting it,
+`inhibitedBy` the fingerprint of the alert inhibiting it, `state` "suppressed" when either
+is non-empty and "active" otherwise ("unprocessed" cannot occur at query time, so the
+`unprocessed` parameter is checked and, as in Alertmanager, changes nothing).
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import orjson
 from aiohttp import web
 
 from monitor.clock import Clock
-from monitor.config_routing import Matcher, parse_matchers
+from monitor.config_routing import Matcher, parse_matcher
 from monitor.notify.model import rfc3339
 from monitor.notify.routing import matching_routes
 from monitor.notify.service import NotifyService
-from monitor.notify.silences import SilenceError, silence_from_json
+from monitor.notify.silences import SilenceError, listing_order, silence_from_json
 
 MAX_BODY_BYTES = 1024 * 1024
+
+# go-openapi's ConvertBool reads these as true and anything else as false; an unknown word
+# is refused here rather than silently read as false.
+_TRUE_WORDS = frozenset({"true", "1", "yes", "ok", "y", "on", "selected", "checked", "t",
+                         "enabled"})
+_FALSE_WORDS = frozenset({"false", "0", "no", "n", "off", "f", "disabled"})
 
 
 def _json(value: Any, status: int = 200) -> web.Response:
@@ -29,23 +43,43 @@ def _json(value: Any, status: int = 200) -> web.Response:
                         content_type="application/json")
 
 
+def _bad_request(message: str) -> web.HTTPBadRequest:
+    return web.HTTPBadRequest(text=orjson.dumps(message).decode(),
+                              content_type="application/json")
+
+
 def _bool(request: web.Request, name: str) -> bool:
-    raw = request.query.get(name, "true").lower()
-    if raw not in ("true", "false"):
-        raise web.HTTPBadRequest(text=orjson.dumps(f"{name}: must be true or false").decode(),
-                                 content_type="application/json")
-    return raw == "true"
+    given = request.query.getall(name, [])
+    raw = given[-1].lower() if given else ""  # the last one counts, as in Alertmanager
+    if raw == "":
+        return True
+    if raw not in _TRUE_WORDS | _FALSE_WORDS:
+        raise _bad_request(f"{name}: must be true or false")
+    return raw in _TRUE_WORDS
 
 
 def _filters(request: web.Request) -> list[Matcher]:
     matchers: list[Matcher] = []
     for text in request.query.getall("filter", []):
+        if text.startswith("{") or text.endswith("}"):
+            raise _bad_request(f"bad filter {text!r}: unexpected open or close brace: {text}")
         try:
-            matchers.extend(parse_matchers(text))
+            matchers.append(parse_matcher(text))
         except ValueError as exc:
-            raise web.HTTPBadRequest(text=orjson.dumps(f"bad filter {text!r}: {exc}").decode(),
-                                     content_type="application/json") from None
+            raise _bad_request(f"bad filter {text!r}: {exc}") from None
     return matchers
+
+
+def _filter_matches(filters: list[Matcher], labels: Mapping[str, str]) -> bool:
+    """Alertmanager's matchFilterLabels: as Matcher.matches, except that `x!=""` and
+    `x!~""` match a label that is present with an empty value."""
+    for matcher in filters:
+        present = matcher.name in labels
+        if matcher.value == "" and present == (matcher.op in ("!=", "!~")):
+            continue
+        if not matcher.matches(labels):
+            return False
+    return True
 
 
 class AlertmanagerApi:
@@ -63,19 +97,20 @@ class AlertmanagerApi:
     async def alerts(self, request: web.Request) -> web.Response:
         want_active, want_silenced = _bool(request, "active"), _bool(request, "silenced")
         want_inhibited = _bool(request, "inhibited")
+        _bool(request, "unprocessed")  # checked only: see the module docstring
         filters = _filters(request)
         now = self.clock.time()
         dispatcher = self.notify.dispatcher
         out = []
         for alert in sorted(dispatcher.alerts.values(), key=lambda a: a.fingerprint):
-            if alert.resolved_at(now) or not all(m.matches(alert.labels) for m in filters):
+            if alert.resolved_at(now) or not _filter_matches(filters, alert.labels):
                 continue
             silenced_by = self.notify.silences.mutes(alert.labels, now)
-            inhibited = dispatcher.inhibitor.mutes(alert.labels, dispatcher.alerts.values(),
-                                                   now)
-            suppressed = bool(silenced_by) or inhibited
-            if (silenced_by and not want_silenced) or (inhibited and not want_inhibited) or \
-                    (not suppressed and not want_active):
+            inhibited_by = dispatcher.inhibitor.inhibited_by(
+                alert.labels, dispatcher.alerts.values(), now)
+            suppressed = bool(silenced_by or inhibited_by)
+            if (silenced_by and not want_silenced) or (inhibited_by and not want_inhibited) \
+                    or (not suppressed and not want_active):
                 continue
             receivers = [] if dispatcher.tree is None else sorted(
                 {r.receiver for r in matching_routes(dispatcher.tree, alert.labels)})
@@ -86,24 +121,16 @@ class AlertmanagerApi:
                 "fingerprint": alert.fingerprint,
                 "receivers": [{"name": name} for name in receivers],
                 "status": {"state": "suppressed" if suppressed else "active",
-                           "silencedBy": silenced_by,
-                           # Inhibiting alerts are not tracked by id here.
-                           "inhibitedBy": ["inhibited"] if inhibited else []},
+                           "silencedBy": silenced_by, "inhibitedBy": inhibited_by},
             })
         return _json(out)
 
     async def silences(self, request: web.Request) -> web.Response:
         filters = _filters(request)
         now = self.clock.time()
-        found = []
-        for silence in self.notify.silences.silences.values():
-            if filters and not all(any(m.name == f.name and m.op == f.op and m.value == f.value
-                                       for m in silence.matchers) for f in filters):
-                continue
-            found.append(silence)
-        order = {"active": 0, "pending": 1, "expired": 2}
-        found.sort(key=lambda s: (order[s.state(now)],
-                                  s.ends_at if s.state(now) != "expired" else -s.ends_at))
+        found = sorted((s for s in self.notify.silences.silences.values()
+                        if s.matches_filter(filters)),
+                       key=lambda s: listing_order(s, now))
         return _json([s.to_json(now) for s in found])
 
     async def post_silence(self, request: web.Request) -> web.Response:

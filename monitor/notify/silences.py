@@ -13,7 +13,7 @@ The JSON shapes are Alertmanager's API v2 (`gettableSilence`, `postableSilence`)
 from __future__ import annotations
 
 import uuid
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -51,6 +51,15 @@ class Silence:
     def mutes(self, labels: Mapping[str, str], now: float) -> bool:
         return self.state(now) == "active" and all(m.matches(labels) for m in self.matchers)
 
+    def matches_filter(self, filters: Sequence[Matcher]) -> bool:
+        """Whether `GET /api/v2/silences?filter=...` lists this silence: every filter
+        matcher must equal one of the silence's matchers (name, operator and value), as
+        Alertmanager's CheckSilenceMatchesFilterLabels decides. The filters are not
+        evaluated against labels, so `foo!="bar"` lists only silences with that very
+        matcher, and `team="x"` does not list a silence with `team=~"x"`."""
+        own = {(m.name, m.op, m.value) for m in self.matchers}
+        return all((f.name, f.op, f.value) in own for f in filters)
+
     def to_json(self, now: float) -> dict[str, Any]:
         return {
             "id": self.id,
@@ -62,6 +71,18 @@ class Silence:
             "startsAt": rfc3339(self.starts_at),
             "matchers": [matcher_json(m) for m in self.matchers],
         }
+
+
+_STATE_ORDER = {"active": 0, "pending": 1, "expired": 2}
+
+
+def listing_order(silence: Silence, now: float) -> tuple[int, float, str]:
+    """Alertmanager's SortSilences: active ones ending soonest first, then pending ones
+    starting soonest, then expired ones, most recently ended first."""
+    state = silence.state(now)
+    when = {"active": silence.ends_at, "pending": silence.starts_at,
+            "expired": -silence.ends_at}[state]
+    return _STATE_ORDER[state], when, silence.id
 
 
 def matcher_json(matcher: Matcher) -> dict[str, Any]:
@@ -141,8 +162,9 @@ class SilenceStore:
             self.silences[sid] = Silence(sid, parsed, starts, ends, by, comment, updated)
 
     def mutes(self, labels: Mapping[str, str], now: float) -> list[str]:
-        """The ids of the active silences that mute `labels`."""
-        return [s.id for s in self.silences.values() if s.mutes(labels, now)]
+        """The ids of the active silences that mute `labels`, sorted (Alertmanager's
+        silencedBy)."""
+        return sorted(s.id for s in self.silences.values() if s.mutes(labels, now))
 
     def upsert(self, given_id: str | None, silence: Silence, now: float) -> str:
         """Create, or update the silence `given_id`; the id of the resulting silence."""
