@@ -178,7 +178,12 @@ class Daemon:
             self._state_store = None
             raise
         self._tasks.append(asyncio.create_task(self._run_ingest(), name="ingest"))
-        assert self.rules is not None
+        assert self.rules is not None and self.scraper is not None
+        # The restored counters go into the (in-memory) series store before any rule runs: a
+        # rule evaluated on an empty store would resolve every restored firing alert, and
+        # the next scrape fire it again — a "resolved" and a second "firing" notification
+        # after each restart.
+        self.scraper.scrape()
         self._tasks.append(asyncio.create_task(self.rules.run(self._rules_stop), name="rules"))
         assert self.prompt is not None
         self._tasks.append(asyncio.create_task(self.prompt.run(self._rules_stop),
