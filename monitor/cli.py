@@ -51,10 +51,12 @@ def cmd_demo(args: argparse.Namespace) -> int:
 def cmd_check_config(args: argparse.Namespace) -> int:
     """Exit 1 when the file is invalid: a failed check, as SPEC §3 says for this command."""
     from monitor.config import load_config  # noqa: PLC0415
+    from monitor.cost.pricing import PriceTable  # noqa: PLC0415
     from monitor.errors import ConfigError  # noqa: PLC0415
 
     try:
         config = load_config(args.path)
+        PriceTable.load(config.cost.pricing_files)
     except ConfigError as exc:
         print_error(exc)
         return 1
@@ -158,6 +160,16 @@ def cmd_notify_test(args: argparse.Namespace) -> int:
     return 0 if results and all(ok for _line, ok in results) else 1
 
 
+def cmd_cost_report(args: argparse.Namespace) -> int:
+    from monitor.config import load_config  # noqa: PLC0415
+    from monitor.cost.report import run_report  # noqa: PLC0415
+
+    config = load_config(args.config)
+    print(run_report(config, period=args.period, start=args.from_, end=args.to, by=args.by,
+                     output=args.format))
+    return 0
+
+
 def print_error(exc: Exception) -> None:
     """Each problem on its own line, each line prefixed, so any one of them reads alone."""
     for line in str(exc).splitlines() or [type(exc).__name__]:
@@ -253,6 +265,23 @@ def _add_notify_commands(commands: Commands[argparse.ArgumentParser]) -> None:
     notify_test.add_argument("--config", default=_default_config_path(),
                              help=f"config file (default $INFERWATCH_CONFIG or {DEFAULT_CONFIG})")
     notify_test.set_defaults(handler=cmd_notify_test)
+
+    cost = commands.add_parser("cost", help="token spend from the ledger")
+    cost_what = cost.add_subparsers(dest="what", metavar="ACTION", required=True)
+    cost_report = cost_what.add_parser(
+        "report", help="spend, budgets and forecast (current month by default); works while "
+                       "the daemon runs")
+    cost_report.add_argument("--config", default=_default_config_path(),
+                             help=f"config file (default $INFERWATCH_CONFIG or {DEFAULT_CONFIG})")
+    cost_report.add_argument("--period", choices=("day", "week", "month"),
+                             help="the current day, week or month in cost.timezone")
+    cost_report.add_argument("--from", dest="from_", metavar="T",
+                             help="start (ISO 8601 date or date-time; local to cost.timezone "
+                                  "without an offset)")
+    cost_report.add_argument("--to", metavar="T", help="end, exclusive (default now)")
+    cost_report.add_argument("--by", choices=("model", "user", "source"), default="model")
+    cost_report.add_argument("--format", choices=("table", "json", "csv"), default="table")
+    cost_report.set_defaults(handler=cmd_cost_report)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

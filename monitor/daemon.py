@@ -18,6 +18,7 @@ import contextlib
 import logging
 import resource
 import signal
+import sqlite3
 from collections.abc import Callable
 from enum import Enum
 from pathlib import Path
@@ -37,6 +38,10 @@ from monitor.api.app import TokenHolder, create_app
 from monitor.api.prom import add_prometheus_api
 from monitor.clock import Clock, SystemClock
 from monitor.config import Config, load_config
+from monitor.cost.budgets import BudgetTracker
+from monitor.cost.ledger import Ledger
+from monitor.cost.pricing import PriceTable
+from monitor.cost.self_hosted import SelfHostedCost
 from monitor.errors import ConfigError, StartupError
 from monitor.ingest.checkpoint import restore_counters
 from monitor.ingest.service import IngestService
@@ -55,6 +60,8 @@ from monitor.tsdb.store import SeriesStore
 log = logging.getLogger(__name__)
 
 PRUNE_EVERY_S = 3600.0
+SELF_HOSTED_EVERY_S = 15.0
+BUDGETS_EVERY_MAX_S = 10.0
 TRIM_EVERY_S = 60.0
 # Queries run on the event loop: bounded well under the watchdog ping spacing (WatchdogSec/2).
 API_QUERY_TIMEOUT_S = 10.0
@@ -132,6 +139,9 @@ class Daemon:
         self._runner: web.AppRunner | None = None
         self._scheduler: AsyncIOScheduler | None = None
         self.ingest: IngestService | None = None
+        self.ledger: Ledger | None = None
+        self.self_hosted: SelfHostedCost | None = None
+        self.budgets: BudgetTracker | None = None
         self.listen_url = ""
 
     @staticmethod
@@ -157,10 +167,18 @@ class Daemon:
             restored = restore_counters(self._state_store, self.store)
             build = self.store.register(fam.BUILD_INFO)
             build.set(build.key((__version__,)), 1.0)
+            self.ledger = Ledger(state=self._state_store,
+                                 prices=PriceTable.load(self.config.cost.pricing_files),
+                                 config=self.config.cost, store=self.store)
+            self.budgets = BudgetTracker(self.config.cost, state=self._state_store,
+                                         store=self.store, clock=self.clock,
+                                         evaluation_interval=self.config.evaluation_interval)
+            self.budgets.load()
+            self.ledger.listeners.append(self.budgets.add)
             self.ingest = IngestService(
                 sources=self.config.sources, ingest=self.config.ingest,
                 metrics=self.config.metrics, state=self._state_store, store=self.store,
-                clock=self.clock, watcher_factory=self._watcher_factory,
+                clock=self.clock, watcher_factory=self._watcher_factory, ledger=self.ledger,
             )
             self._start_rules(self._state_store)
             assert self.prompt is not None
@@ -239,6 +257,7 @@ class Daemon:
                                  clock=self.clock, state=AlertStateStore(state))
         self.rules.replace(groups, restore=True)
         self.prompt = PromptEvaluation(scraper=self.scraper, rules=self.rules, clock=self.clock)
+        self.self_hosted = SelfHostedCost(engine=self.engine, store=self.store, clock=self.clock)
 
     def _start_scheduler(self) -> None:
         scheduler = AsyncIOScheduler(event_loop=asyncio.get_running_loop())
@@ -247,6 +266,11 @@ class Daemon:
                           max_instances=1, coalesce=True, id="scrape")
         scheduler.add_job(self._trim, "interval", seconds=TRIM_EVERY_S, max_instances=1,
                           coalesce=True, id="trim-series")
+        scheduler.add_job(self._self_hosted_cost, "interval", seconds=SELF_HOSTED_EVERY_S,
+                          max_instances=1, coalesce=True, id="self-hosted-cost")
+        scheduler.add_job(self._evaluate_budgets, "interval",
+                          seconds=min(self.config.evaluation_interval, BUDGETS_EVERY_MAX_S),
+                          max_instances=1, coalesce=True, id="budgets")
         interval = self.notifier.watchdog_interval()
         if interval is not None:
             scheduler.add_job(self._watchdog, "interval", seconds=interval, max_instances=1,
@@ -355,7 +379,8 @@ class Daemon:
                     groups = load_groups(
                         new.rule_files, templates=self.templates,
                         default_interval_ms=round(new.evaluation_interval * 1000))
-                    self._apply(new, groups)
+                    prices = PriceTable.load(new.cost.pricing_files)
+                    self._apply(new, groups, prices)
             except ConfigError as exc:
                 error = str(exc)
             except Exception as exc:  # a loader bug must not leave the daemon half-reloaded
@@ -390,7 +415,7 @@ class Daemon:
                     f"or server.allow_unauthenticated: true, or restart to change the address)")
         return None
 
-    def _apply(self, new: Config, groups: list[RuleGroup]) -> None:
+    def _apply(self, new: Config, groups: list[RuleGroup], prices: PriceTable) -> None:
         old = self.config
         for section in ("namespace", "storage", "metrics", "ingest"):
             if getattr(new, section) != getattr(old, section):
@@ -411,6 +436,10 @@ class Daemon:
             self.rules.replace(groups)
         if self.notify is not None:
             self.notify.configure(new.notify, new.cost.timezone)
+        if self.ledger is not None:
+            self.ledger.configure(prices, new.cost)
+        if self.budgets is not None:
+            self.budgets.configure(new.cost)
         self.config = new
 
     # -- periodic jobs --------------------------------------------------------------------------
@@ -429,8 +458,36 @@ class Daemon:
         if dropped:
             log.debug("series store: %d sample(s) past retention dropped", dropped)
 
+    async def _evaluate_budgets(self) -> None:
+        """Budget alerts join the rule alerts in routing and delivery."""
+        if self.budgets is None:
+            return
+        try:
+            alerts = self.budgets.evaluate()
+            if self.notify is not None:
+                self.notify.dispatcher.put(alerts)
+        except Exception:  # budgets failing must not stop the scheduler or delivery
+            log.exception("cannot evaluate the budgets")
+
+    async def _self_hosted_cost(self) -> None:
+        if self.self_hosted is not None:
+            try:
+                self.self_hosted.update(self.config.sources, self.config.cost.currency)
+            except Exception:  # a gauge must never take the scheduler down
+                log.exception("cannot compute the self-hosted cost per million tokens")
+
     async def _prune(self) -> None:
         assert self.ingest is not None
         pruned = self.ingest.prune()
         if pruned:
             log.info("forgot the positions of %d file(s) closed and unseen for a week", pruned)
+        if self.ledger is not None:
+            try:
+                rows, ids = self.ledger.prune(self.clock.time())
+            except sqlite3.Error as exc:
+                log.error("cannot prune the cost ledger (retried in an hour): %s", exc)
+            else:
+                if rows:
+                    log.info("cost ledger: %d row(s) past cost.ledger_retention removed "
+                             "(daily roll-ups kept)", rows)
+                log.debug("cost ledger: %d request id(s) left the dedup window", ids)

@@ -2,6 +2,7 @@
 
     InferwatchError                 base of every error this package raises on purpose
     ├── ConfigError                 a configuration file is invalid (names file, line, key)
+    ├── UsageError                  command-line arguments that do not fit together
     └── RuntimeFailure              the daemon cannot run here (exit status 1)
         ├── StateError              the SQLite state file is unusable (corrupt, foreign, too new)
         └── StartupError            e.g. the listen address is taken
@@ -46,6 +47,10 @@ class ConfigError(InferwatchError):
             where += ": "
         key = f"{self.key}: " if self.key else ""
         return f"{where}{key}{self.message}"
+
+
+class UsageError(InferwatchError):
+    """Command-line arguments that are individually valid but not together (exit status 2)."""
 
 
 class RuntimeFailure(InferwatchError):

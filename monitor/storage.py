@@ -116,6 +116,69 @@ MIGRATIONS: tuple[str, ...] = (
     );
     CREATE INDEX rate_log_by_key ON rate_log (rate_key, sent_at);
     """,
+    # v4: the cost ledger (amounts as exact decimal text), its daily roll-ups, and the recent
+    # request ids of each priced source (duplicates are charged once).
+    """
+    CREATE TABLE ledger (
+        id INTEGER PRIMARY KEY,
+        t REAL NOT NULL,
+        source TEXT NOT NULL,
+        request_id TEXT,
+        model TEXT NOT NULL,
+        user TEXT NOT NULL,
+        input_tokens INTEGER NOT NULL,
+        cache_hit_tokens INTEGER NOT NULL,
+        cache_miss_tokens INTEGER NOT NULL,
+        output_tokens INTEGER NOT NULL,
+        reasoning_tokens INTEGER NOT NULL,
+        currency TEXT NOT NULL,
+        amount TEXT,
+        reported TEXT
+    );
+    CREATE INDEX ledger_by_time ON ledger (t);
+    CREATE TABLE cost_daily (
+        day TEXT NOT NULL,
+        source TEXT NOT NULL,
+        model TEXT NOT NULL,
+        user TEXT NOT NULL,
+        currency TEXT NOT NULL,
+        requests INTEGER NOT NULL,
+        unpriced INTEGER NOT NULL,
+        amount TEXT NOT NULL,
+        reported TEXT NOT NULL,
+        cache_hit_tokens INTEGER NOT NULL,
+        cache_miss_tokens INTEGER NOT NULL,
+        input_tokens INTEGER NOT NULL,
+        output_tokens INTEGER NOT NULL,
+        PRIMARY KEY (day, source, model, user, currency)
+    );
+    CREATE TABLE ledger_request_ids (
+        source TEXT NOT NULL,
+        request_id TEXT NOT NULL,
+        t REAL NOT NULL,
+        PRIMARY KEY (source, request_id)
+    ) WITHOUT ROWID;
+    CREATE TABLE cost_meta (
+        key TEXT PRIMARY KEY,
+        value TEXT NOT NULL
+    );
+    """,
+    # v5: the budget alerts that fired in each period (a threshold fires once per period, the
+    # forecast alert at most once), so a restart neither repeats nor forgets them.
+    """
+    CREATE TABLE budget_alerts (
+        budget TEXT NOT NULL,
+        alertname TEXT NOT NULL,
+        period TEXT NOT NULL,
+        key TEXT NOT NULL,
+        period_end REAL NOT NULL,
+        started_at REAL NOT NULL,
+        ended_at REAL,
+        labels TEXT NOT NULL,
+        annotations TEXT NOT NULL,
+        PRIMARY KEY (budget, alertname, period, key)
+    );
+    """,
 )
 
 

@@ -128,7 +128,7 @@ def name_of(path: Path) -> str:
 
 def test_the_bundled_files_are_there() -> None:
     assert {p.name for p in RULE_FILES} >= {"requests.yml", "host.yml", "gpu.yml",
-                                            "inferwatch.yml"}
+                                            "inferwatch.yml", "cost.yml"}
     assert README.is_file()
 
 
@@ -177,6 +177,12 @@ def test_every_rule_is_tested(path: Path) -> None:
     tests = load(unit_test_file(path))["tests"]
     checks = [check for test in tests for check in test.get("alert_rule_test", [])]
     exprs = {check["expr"] for test in tests for check in test.get("promql_expr_test", [])}
+    # One alert name may have several rules, one severity each (BudgetThresholdCrossed at 0.8
+    # and at 1.0).
+    severities: dict[str, set[str]] = {}
+    for rule in rules_of(path):
+        if "alert" in rule:
+            severities.setdefault(rule["alert"], set()).add(rule["labels"]["severity"])
     for rule in rules_of(path):
         if "record" in rule:
             assert rule["record"] in exprs, f"recording rule {rule['record']} is not checked"
@@ -190,7 +196,11 @@ def test_every_rule_is_tested(path: Path) -> None:
         for check in mine:
             for alert in check.get("exp_alerts") or []:
                 assert set(alert["exp_annotations"]) == ANNOTATIONS, (name, check["eval_time"])
-                assert alert["exp_labels"]["severity"] == rule["labels"]["severity"], name
+                assert alert["exp_labels"]["severity"] in severities[name], name
+        tested = {alert["exp_labels"]["severity"] for check in mine
+                  for alert in check.get("exp_alerts") or []}
+        assert rule["labels"]["severity"] in tested, f"{name} is never tested at " \
+            f"severity {rule['labels']['severity']}"
 
 
 # --- inferwatch ------------------------------------------------------------------------------

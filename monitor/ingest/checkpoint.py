@@ -16,6 +16,7 @@ from collections.abc import Iterable, Sequence
 import orjson
 
 from monitor.clock import Clock
+from monitor.cost.ledger import Ledger
 from monitor.errors import StateError
 from monitor.ingest.files import FileCheckpoint, FileIdentity
 from monitor.ingest.pipeline import SourcePipeline
@@ -95,10 +96,12 @@ def known_sources(state: StateStore) -> set[str]:
 class CheckpointWriter:
     """Commits the pending work of a set of pipelines atomically."""
 
-    def __init__(self, state: StateStore, store: MetricStore, clock: Clock) -> None:
+    def __init__(self, state: StateStore, store: MetricStore, clock: Clock,
+                 ledger: Ledger | None = None) -> None:
         self.state = state
         self.store = store
         self.clock = clock
+        self.ledger = ledger
         self._failures = store.register(fam.CHECKPOINT_FAILURES)
         self._recorded_sources = known_sources(state)
         self._failed_since_log = 0
@@ -110,6 +113,11 @@ class CheckpointWriter:
         self.store.begin_changes()
         for pipeline, _ in work:
             pipeline.apply()
+        costs = None
+        if self.ledger is not None:
+            costs = self.ledger.price(
+                (pipeline.name, pipeline.model_override, pipeline.priced_events)
+                for pipeline, _ in work if pipeline.priced_events)
         dirty = self.store.take_dirty()
         tailers = [tailer for _, tailer in work]
         new_sources = [t.source for t in tailers if t.source not in self._recorded_sources]
@@ -122,12 +130,16 @@ class CheckpointWriter:
                     "INSERT OR IGNORE INTO sources (name, first_seen) VALUES (?, ?)",
                     [(name, self.clock.time()) for name in new_sources],
                 )
+                if costs is not None and self.ledger is not None:
+                    self.ledger.write(cursor, costs)
         except sqlite3.Error as exc:
             self.store.undo_changes()
             self._failures.inc(self._failures.key(()))
             self._log_failure(exc)
             return False
         self.store.keep_changes()
+        if costs is not None and self.ledger is not None:
+            self.ledger.committed(costs)
         for pipeline, tailer in work:
             pipeline.clear()
             tailer.mark_saved()

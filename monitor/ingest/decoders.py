@@ -7,12 +7,14 @@ Python objects. That is what makes ingestion several times faster than decoding 
 checking it.
 
 The typed path is strict; the schemas of SPEC §5 are lenient (an optional field of the wrong
-type is ignored, a date-only timestamp is fine). So any line the typed path rejects is handed
-to the dict-based parser in `schemas.py`, which gives the answer for those lines. A line is
-judged by the fields its schema uses: bad UTF-8 or an overflowing number elsewhere does not
-cost the request on either path. Both paths produce the same event for the same line, except
-that a timestamp with more than six fractional digits is rounded by one and truncated by the
-other (they agree to the microsecond).
+type is ignored, a date-only timestamp is fine — but not an `api_usage` token count, which is
+priced: there a bad one rejects the line). So any line the typed path rejects is handed to the
+dict-based parser in `schemas.py`, which gives the answer for those lines, the reason of a
+rejection included; the cache split's consistency checks are `cache_split`'s, shared by both.
+A line is judged by the fields its schema uses: bad UTF-8 or an overflowing number elsewhere
+does not cost the request on either path. Both paths produce the same event for the same line,
+except that a timestamp with more than six fractional digits is rounded by one and truncated
+by the other (they agree to the microsecond).
 """
 
 from __future__ import annotations

@@ -158,6 +158,7 @@ class SourcePipeline:
         static_labels: Mapping[str, str] | None = None,
         line_filter: LineFilter | None = None,
         user_label: bool = False,
+        priced: bool = False,
     ) -> None:
         self.name = name
         self.schema = schema
@@ -169,7 +170,9 @@ class SourcePipeline:
         self.user_label = user_label
         labels = dict(static_labels or {})
         self._service_override = labels.pop("service", None)
-        self._model_override = labels.pop("model", None)
+        self.model_override = labels.pop("model", None)
+        # The requests of a priced source, kept for the ledger until the next checkpoint.
+        self.priced_events: list[RequestEvent] | None = [] if priced else None
         self._extra: Sequence[tuple[str, str]] = tuple(sorted(labels.items()))
         self.batch = RequestBatch()
         self.counts = LineCounts()
@@ -200,6 +203,7 @@ class SourcePipeline:
     def _process_fast(self, lines: list[bytes], decode: LineDecoder, where: str) -> None:
         add = self.batch.add
         user_label = self.user_label
+        keep = None if self.priced_events is None else self.priced_events.append
         for line in lines:
             try:
                 event = decode(line)
@@ -210,6 +214,8 @@ class SourcePipeline:
                 self._parser_bug(where, exc)
                 continue
             add(event, user_label)
+            if keep is not None:
+                keep(event)
 
     def _process_objects(self, lines: list[bytes], where: str) -> None:
         add = self.batch.add
@@ -218,6 +224,7 @@ class SourcePipeline:
         typed = self._fast_decoder
         line_filter = self.line_filter
         counts = self.counts
+        keep = None if self.priced_events is None else self.priced_events.append
         for line in lines:
             try:
                 obj = decode_object(line)
@@ -232,6 +239,8 @@ class SourcePipeline:
                 self._parser_bug(where, exc)
                 continue
             add(event, user_label)
+            if keep is not None:
+                keep(event)
 
     def _parser_bug(self, where: str, exc: Exception) -> None:
         self._malformed(where, f"unexpected {type(exc).__name__} while parsing (a bug in "
@@ -260,7 +269,7 @@ class SourcePipeline:
         families = self._families
         for (service, model, user), acc in self.batch.by_key.items():
             values = (self.name, self._service_override or service,
-                      self._model_override or model)
+                      self.model_override or model)
             extra = (*self._extra, ("user", user)) if self.user_label and user else self._extra
             self._apply_one(families, values, extra, acc)
         lines = families[fam.LOG_LINES.name]
@@ -274,6 +283,8 @@ class SourcePipeline:
         self.batch = RequestBatch()
         self.counts = LineCounts()
         self.pending_lines = 0
+        if self.priced_events is not None:
+            self.priced_events = []
 
     @staticmethod
     def _apply_one(families: dict[str, MetricFamily], values: tuple[str, str, str],

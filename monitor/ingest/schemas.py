@@ -2,8 +2,12 @@
 
 A schema is a callable that raises `MalformedLine` naming the problem when the object lacks a
 required field or has one of the wrong type. Optional fields of the wrong type are ignored, so
-one odd field never costs the request. This is the hot path of ingestion: plain functions,
-`type(x) is` checks, no per-line allocation beyond the event.
+one odd field never costs the request — except the token counts of `api_usage`. Those lines
+are priced into the cost ledger, and a count dropped to "unknown" would charge the request
+too little without a trace; so there a token field (or the `usage` object or a `*_details`
+object holding them) that is present, not null and not a valid count makes the line
+malformed, and so does a cache split that contradicts `prompt_tokens`. This is the hot path
+of ingestion: plain functions, `type(x) is` checks, no per-line allocation beyond the event.
 """
 
 from __future__ import annotations
@@ -75,6 +79,29 @@ def _count(value: object) -> int | None:
     if type(value) is float and value.is_integer() and 0 <= value <= MAX_COUNT:
         return int(value)
     return None
+
+
+def _priced_count(value: object, field: str) -> int | None:
+    """A token count of a priced (`api_usage`) line: None when absent or null, else a valid
+    count or `MalformedLine` naming the field — never silently None (see the docstring)."""
+    if type(value) is int and 0 <= value <= MAX_COUNT:
+        return value
+    if value is None:
+        return None
+    count = _count(value)
+    if count is None:
+        raise MalformedLine(f"{field}: not a token count ({value!r:.40})")
+    return count
+
+
+def _priced_object(value: object, field: str) -> dict[str, Any] | None:
+    """An object holding priced token counts: None when absent or null, else a dict or
+    `MalformedLine` naming the field."""
+    if type(value) is dict:
+        return value
+    if value is None:
+        return None
+    raise MalformedLine(f"{field}: expected an object, got {type(value).__name__}")
 
 
 def _text(value: object) -> str | None:
@@ -201,45 +228,75 @@ def parse_inference(obj: dict[str, Any]) -> RequestEvent:
 def cache_split(prompt: int | None, hit: int | None, miss: int | None,
                 cached: int | None) -> tuple[int | None, int | None]:
     """(hit, miss) input tokens: DeepSeek's hit/miss fields (one of them missing is the
-    prompt's rest), else OpenAI's cached_tokens (miss = prompt - cached), else unknown."""
-    if hit is not None and miss is not None:
-        return hit, miss
-    if hit is not None or miss is not None:
-        known = hit if hit is not None else miss
-        assert known is not None
-        rest = prompt - known if prompt is not None and prompt >= known else 0
-        return (known, rest) if hit is not None else (rest, known)
-    if cached is not None and prompt is not None and cached <= prompt:
+    prompt's rest), else OpenAI's cached_tokens (miss = prompt - cached), else unknown.
+
+    A split that contradicts a given `prompt_tokens` is `MalformedLine`: hit + miss other than
+    the prompt, or a hit, miss or cached count above it. Priced as written it would charge a
+    different number of input tokens than the request had.
+    """
+    if prompt is None:  # nothing to check against: the fields as given, a missing half is 0
+        if hit is None and miss is None:
+            return None, None
+        return (hit if hit is not None else 0), (miss if miss is not None else 0)
+    if cached is not None and cached > prompt:
+        raise MalformedLine(f"usage.prompt_tokens_details.cached_tokens: {cached} is more "
+                            f"than prompt_tokens ({prompt})")
+    if hit is not None:
+        if miss is not None:
+            if hit + miss == prompt:
+                return hit, miss
+            raise MalformedLine(f"usage: prompt_cache_hit_tokens + prompt_cache_miss_tokens "
+                                f"({hit} + {miss}) is not prompt_tokens ({prompt})")
+        if hit <= prompt:
+            return hit, prompt - hit
+        raise MalformedLine(f"usage.prompt_cache_hit_tokens: {hit} is more than "
+                            f"prompt_tokens ({prompt})")
+    if miss is not None:
+        if miss <= prompt:
+            return prompt - miss, miss
+        raise MalformedLine(f"usage.prompt_cache_miss_tokens: {miss} is more than "
+                            f"prompt_tokens ({prompt})")
+    if cached is not None:
         return cached, prompt - cached
     return None, None
 
 
 def _usage_cache_split(usage: Mapping[str, Any], prompt: int | None
                        ) -> tuple[int | None, int | None]:
-    details = usage.get("prompt_tokens_details")
-    cached = _count(details.get("cached_tokens")) if type(details) is dict else None
-    return cache_split(prompt, _count(usage.get("prompt_cache_hit_tokens")),
-                       _count(usage.get("prompt_cache_miss_tokens")), cached)
+    details = _priced_object(usage.get("prompt_tokens_details"), "usage.prompt_tokens_details")
+    cached = (_priced_count(details.get("cached_tokens"),
+                            "usage.prompt_tokens_details.cached_tokens")
+              if details is not None else None)
+    hit = _priced_count(usage.get("prompt_cache_hit_tokens"), "usage.prompt_cache_hit_tokens")
+    miss = _priced_count(usage.get("prompt_cache_miss_tokens"),
+                         "usage.prompt_cache_miss_tokens")
+    return cache_split(prompt, hit, miss, cached)
 
 
 def parse_api_usage(obj: dict[str, Any]) -> RequestEvent:
-    """One hosted-API call: `timestamp` and `model` (or `model_name`) required."""
+    """One hosted-API call: `timestamp` and `model` (or `model_name`) required.
+
+    The token counts it reads are priced, so one that is present but not a count is
+    `MalformedLine` (see the module docstring); `total_tokens` is not read, so not judged.
+    """
     timestamp = parse_timestamp(obj.get("timestamp"))
     model = _text(obj.get("model")) or _text(obj.get("model_name"))
     if model is None:
         raise MalformedLine("model: missing (neither model nor model_name is a non-empty string)")
-    usage = obj.get("usage")
+    usage = _priced_object(obj.get("usage"), "usage")
     reasoning = None
-    if type(usage) is dict:
-        prompt = _count(usage.get("prompt_tokens"))
-        output = _count(usage.get("completion_tokens"))
+    if usage is not None:
+        prompt = _priced_count(usage.get("prompt_tokens"), "usage.prompt_tokens")
+        output = _priced_count(usage.get("completion_tokens"), "usage.completion_tokens")
+        details = _priced_object(usage.get("completion_tokens_details"),
+                                 "usage.completion_tokens_details")
+        if details is not None:
+            reasoning = _priced_count(details.get("reasoning_tokens"),
+                                      "usage.completion_tokens_details.reasoning_tokens")
         hit, miss = _usage_cache_split(usage, prompt)
-        details = usage.get("completion_tokens_details")
-        if type(details) is dict:
-            reasoning = _count(details.get("reasoning_tokens"))
     else:
-        prompt = _count(obj.get("request_tokens"))
-        output = _count(obj.get("response_tokens"))
+        prompt = _priced_count(obj.get("request_tokens"), "request_tokens")
+        output = _priced_count(obj.get("response_tokens"), "response_tokens")
         hit = miss = None
     duration_ms = _number(obj.get("duration_ms"), MAX_DURATION_MS)
     if duration_ms is not None:

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 
 from monitor.clock import Clock
 from monitor.config import IngestConfig, MetricsConfig, SourceConfig
+from monitor.cost.ledger import PRICED_SCHEMAS, Ledger
 from monitor.ingest.checkpoint import CheckpointWriter, known_sources, load_file_checkpoints
 from monitor.ingest.decoders import FAST_DECODERS
 from monitor.ingest.pipeline import SourcePipeline, build_filter
@@ -78,14 +79,16 @@ class IngestService:
         store: MetricStore,
         clock: Clock,
         watcher_factory: Callable[[bool], ChangeWatcher] = make_watcher,
+        ledger: Ledger | None = None,
     ) -> None:
         self.ingest = ingest
+        self.ledger = ledger
         self.metrics = metrics
         self.state = state
         self.store = store
         self.clock = clock
         self._watcher_factory = watcher_factory
-        self._writer = CheckpointWriter(state, store, clock)
+        self._writer = CheckpointWriter(state, store, clock, ledger)
         self._lag = store.register(fam.LOG_LAG_BYTES)
         self._files = store.register(fam.LOG_FILES)
         self.runtimes: dict[str, SourceRuntime] = {}
@@ -129,6 +132,7 @@ class IngestService:
                 static_labels=source.labels,
                 line_filter=build_filter(source.include_patterns, source.exclude_patterns),
                 user_label=self.metrics.user_label,
+                priced=self.ledger is not None and source.log_schema in PRICED_SCHEMAS,
             )
             self.runtimes[source.name] = SourceRuntime(source, tailer, pipeline)
 
@@ -174,12 +178,17 @@ class IngestService:
         stopping = asyncio.ensure_future(stop.wait())
         rescan, modified = True, set[str]()
         deadline: float | None = None  # set once stopping: the final pass's time budget
+        last_scan = float("-inf")
         try:
             while True:
                 started = self.clock.monotonic()
                 self._apply_reconfigure()
-                if rescan:
+                # A watcher that never times out (one busy source) must not starve the scan
+                # that finds new files and directories elsewhere.
+                if rescan or started - last_scan >= self.ingest.rescan_interval:
                     self._scan_all(watcher)
+                    last_scan = started
+                    rescan = True
                 interrupted = stop.is_set if deadline is None else self._passed(deadline)
                 for rt in list(self.runtimes.values()):
                     await self._drain(rt, None if rescan else modified, interrupted)

@@ -119,3 +119,35 @@ NOTIFICATION_QUEUE_LENGTH = FamilySpec(
     name="notification_queue_length", kind=Kind.GAUGE, labels=(),
     help="Notifications in the durable outbox, waiting to be delivered.",
 )
+
+COST = FamilySpec(
+    name="cost", kind=Kind.COUNTER, labels=("source", "model", "currency"),
+    help="Spend computed from the price table for the requests of priced sources (the ledger "
+         "holds the exact amounts).",
+)
+COST_UNPRICED_REQUESTS = FamilySpec(
+    name="cost_unpriced_requests", kind=Kind.COUNTER, labels=("model",),
+    help="Requests of priced sources with no price for their model and time (or no exchange "
+         "rate for the price's currency).",
+)
+BUDGET_SPENT = FamilySpec(
+    name="budget_spent", kind=Kind.GAUGE, labels=("budget", "currency"),
+    help="Spend counted against the budget in its current period.",
+)
+BUDGET_LIMIT = FamilySpec(
+    name="budget_limit", kind=Kind.GAUGE, labels=("budget", "currency"),
+    help="The budget's limit per period.",
+)
+BUDGET_SPENT_RATIO = FamilySpec(
+    name="budget_spent_ratio", kind=Kind.GAUGE, labels=("budget",),
+    help="Spend in the current period over the budget's limit.",
+)
+BUDGET_FORECAST = FamilySpec(
+    name="budget_forecast", kind=Kind.GAUGE, labels=("budget", "currency"),
+    help="Projected spend at the end of the current period at the recent burn rate.",
+)
+SELF_HOSTED_COST_PER_MILLION_TOKENS = FamilySpec(
+    name="self_hosted_cost_per_million_tokens", kind=Kind.GAUGE, labels=("source", "currency"),
+    help="What a million output tokens of a self-hosted source cost over the last hour, from "
+         "its gpu_hourly_cost.",
+)

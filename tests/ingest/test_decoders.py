@@ -41,11 +41,12 @@ PATHS: dict[str, tuple[Decoder, Schema]] = {
 
 
 def outcome(decode: Callable[[], RequestEvent]) -> object:
-    """An event as comparable fields (cost as a Decimal), or the kind of rejection."""
+    """An event as comparable fields (cost as a Decimal), or the rejection with its reason
+    (the reason is logged, so both paths must give the same one)."""
     try:
         event = decode()
-    except MalformedLine:
-        return "malformed"
+    except MalformedLine as exc:
+        return ("malformed", str(exc))
     except Exception as exc:  # the kind of failure is what is compared
         return type(exc).__name__
     fields = msgspec.structs.asdict(event)
@@ -120,6 +121,37 @@ API_LINES = [
     '{"timestamp":"2026-01-18T06:07:46Z","model":"m","usage":{"completion_tokens":9,'
     '"completion_tokens_details":[]}}',
     '{"timestamp":"2026-01-18T06:07:46Z","model":"m","usage":{"prompt_tokens":-1}}',
+    # priced token counts: present and not a count rejects the line; null is "not given"
+    '{"timestamp":"2026-01-18T06:07:46Z","model":"m","usage":{"completion_tokens":-5}}',
+    '{"timestamp":"2026-01-18T06:07:46Z","model":"m","usage":{"completion_tokens":1.5}}',
+    '{"timestamp":"2026-01-18T06:07:46Z","model":"m","usage":{"completion_tokens":12.0}}',
+    '{"timestamp":"2026-01-18T06:07:46Z","model":"m","usage":{"completion_tokens":-0.0}}',
+    '{"timestamp":"2026-01-18T06:07:46Z","model":"m","usage":{"completion_tokens":true}}',
+    '{"timestamp":"2026-01-18T06:07:46Z","model":"m","usage":{"completion_tokens":"12"}}',
+    '{"timestamp":"2026-01-18T06:07:46Z","model":"m","usage":{"completion_tokens":null}}',
+    '{"timestamp":"2026-01-18T06:07:46Z","model":"m","usage":{"prompt_tokens":1e400}}',
+    '{"timestamp":"2026-01-18T06:07:46Z","model":"m","usage":{"prompt_tokens":'
+    '18446744073709551616}}',
+    '{"timestamp":"2026-01-18T06:07:46Z","model":"m","usage":[]}',
+    '{"timestamp":"2026-01-18T06:07:46Z","model":"m","usage":null,"request_tokens":4}',
+    '{"timestamp":"2026-01-18T06:07:46Z","model":"m","usage":{"completion_tokens":9,'
+    '"completion_tokens_details":5}}',
+    '{"timestamp":"2026-01-18T06:07:46Z","model":"m","usage":{"completion_tokens":9,'
+    '"completion_tokens_details":null}}',
+    '{"timestamp":"2026-01-18T06:07:46Z","model":"m","usage":{"prompt_tokens":100,'
+    '"prompt_cache_hit_tokens":64,"prompt_cache_miss_tokens":30}}',
+    '{"timestamp":"2026-01-18T06:07:46Z","model":"m","usage":{"prompt_tokens":100,'
+    '"prompt_cache_miss_tokens":101}}',
+    '{"timestamp":"2026-01-18T06:07:46Z","model":"m","usage":{"prompt_tokens":100,'
+    '"prompt_cache_hit_tokens":64,"prompt_cache_miss_tokens":36,'
+    '"prompt_tokens_details":{"cached_tokens":101}}}',
+    '{"timestamp":"2026-01-18T06:07:46Z","model":"m","usage":{"total_tokens":-1}}',
+    '{"timestamp":"2026-01-18T06:07:46Z","model":"m","usage":{},"request_tokens":-1}',
+    '{"timestamp":"2026-01-18T06:07:46Z","model":"m","request_tokens":"4"}',
+    '{"timestamp":"2026-01-18T06:07:46Z","model":"m","response_tokens":[4]}',
+    '{"timestamp":"2026-01-18T06:07:46Z","model":"m","total_tokens":"4"}',
+    '{"timestamp":"yesterday","model":"m","request_tokens":-4}',
+    '{"timestamp":"2026-01-18T06:07:46Z","request_tokens":-4}',
     '{"timestamp":"2026-01-18T06:07:46Z","model":"m","status":"503"}',
     '{"timestamp":"2026-01-18T06:07:46Z","model":"m","status":200,"error":{"type":"x"}}',
     '{"timestamp":"2026-01-18T06:07:46Z","model":"m","duration_ms":5,"response_time":9}',
@@ -206,6 +238,37 @@ def test_api_usage_paths_agree_on_any_object(record: dict[str, Any]) -> None:
     assert_same("api_usage", orjson.dumps(record))
 
 
+# Lines that pass the required fields, with token counts near and beyond what is valid: the
+# objects above mostly fail on the timestamp or model before a count is looked at.
+_counts = st.one_of(
+    st.none(), st.integers(0, 300), st.integers(-(2**63), 2**64 - 1),
+    st.sampled_from([0, 10**12, 10**12 + 1, -1, 12.0, -0.0, 1.5, 1e20, True, False, "12", "",
+                     [], [3], {}, {"n": 1}]),
+    st.floats(allow_nan=False, allow_infinity=False),
+)
+_odd_objects = st.sampled_from([5, [], "x", True, [{}]])
+_priced_usage = _record({
+    "prompt_tokens": _counts, "completion_tokens": _counts, "total_tokens": _counts,
+    "prompt_cache_hit_tokens": _counts, "prompt_cache_miss_tokens": _counts,
+    "completion_tokens_details": st.one_of(st.none(), _odd_objects,
+                                           _record({"reasoning_tokens": _counts})),
+    "prompt_tokens_details": st.one_of(st.none(), _odd_objects,
+                                       _record({"cached_tokens": _counts})),
+})
+_priced_records = st.fixed_dictionaries(
+    {"timestamp": st.just("2026-01-18T06:07:46Z"), "model": st.just("m")},
+    optional={"usage": st.one_of(st.none(), _odd_objects, _priced_usage),
+              "request_tokens": _counts, "response_tokens": _counts, "total_tokens": _counts,
+              "status": st.sampled_from([200, 500]), "duration_ms": st.just(5)},
+)
+
+
+@settings(max_examples=600, deadline=None)
+@given(record=_priced_records)
+def test_api_usage_paths_agree_on_any_token_counts(record: dict[str, Any]) -> None:
+    assert_same("api_usage", orjson.dumps(record))
+
+
 # -- known differences and crashes ----------------------------------------------------------
 
 
@@ -284,7 +347,8 @@ def test_a_number_too_large_for_a_double_in_an_unused_field_is_accepted_on_both_
 def test_a_duration_too_large_for_a_double_is_malformed_on_both_paths() -> None:
     line = b"{" + API_TS + b',"duration_ms":1e400}'
     assert_same("inference", line)
-    assert outcome(lambda: decode_inference(line)) == "malformed"
+    assert outcome(lambda: decode_inference(line)) == (
+        "malformed", "duration_ms: expected a number from 0 to 604800000, got inf")
 
 
 def test_an_api_duration_too_large_for_a_double_is_ignored_on_both_paths() -> None:
@@ -304,13 +368,21 @@ def test_implausible_inference_token_counts_are_ignored_on_both_paths(
     assert accepted("inference", line)[field] is None
 
 
-@pytest.mark.parametrize("tokens", [
-    b'"request_tokens":1e20,"response_tokens":10000000000000',
-    b'"usage":{"prompt_tokens":10000000000000,"completion_tokens":1e20}',
+@pytest.mark.parametrize(("tokens", "field"), [
+    (b'"request_tokens":1e20,"response_tokens":10000000000000', "request_tokens"),
+    (b'"request_tokens":5,"response_tokens":10000000000000', "response_tokens"),
+    (b'"usage":{"prompt_tokens":10000000000000,"completion_tokens":1e20}',
+     "usage.prompt_tokens"),
+    (b'"usage":{"prompt_tokens":5,"completion_tokens":1e400}', "usage.completion_tokens"),
 ])
-def test_implausible_api_token_counts_are_ignored_on_both_paths(tokens: bytes) -> None:
-    event = accepted("api_usage", b"{" + API_TS + b',"model":"m",' + tokens + b"}")
-    assert (event["input_tokens"], event["output_tokens"]) == (None, None)
+def test_implausible_api_token_counts_are_malformed_on_both_paths(tokens: bytes,
+                                                                  field: str) -> None:
+    # Unlike inference: these lines are priced, and an ignored count would undercharge them.
+    line = b"{" + API_TS + b',"model":"m",' + tokens + b"}"
+    assert_same("api_usage", line)
+    result = outcome(lambda: decode_api_usage(line))
+    assert isinstance(result, tuple)
+    assert result[1].startswith(f"{field}: not a token count (")
 
 
 @pytest.mark.parametrize("schema_name", ["inference", "api_usage"])

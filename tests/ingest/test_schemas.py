@@ -3,6 +3,7 @@ splits, the flat API variant and custom schemas. Each odd input is its own case.
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime
 from typing import Any
 
@@ -287,14 +288,29 @@ def test_api_usage_openai_cached_tokens_give_hit_and_the_rest_is_miss() -> None:
 
 @pytest.mark.parametrize("usage", [
     {"prompt_tokens": 1000, "completion_tokens": 10},
-    {"prompt_tokens": 1000, "prompt_tokens_details": {"cached_tokens": "256"}},
-    {"prompt_tokens": 1000, "prompt_tokens_details": {"cached_tokens": 2000}},
     {"prompt_tokens": 1000, "prompt_tokens_details": None},
+    {"prompt_tokens": 1000, "prompt_tokens_details": {}},
+    {"prompt_tokens": 1000, "prompt_tokens_details": {"cached_tokens": None}},
+    {"prompt_tokens": 1000, "prompt_cache_hit_tokens": None, "prompt_cache_miss_tokens": None},
 ])
-def test_api_usage_without_a_usable_cache_split_is_unknown(usage: dict[str, Any]) -> None:
+def test_api_usage_without_a_cache_split_is_unknown(usage: dict[str, Any]) -> None:
     event = parse_api_usage(api(usage=usage))
     assert (event.cache_hit_tokens, event.cache_miss_tokens) == (None, None)
     assert event.input_tokens == 1000
+
+
+@pytest.mark.parametrize(("usage", "problem"), [
+    ({"prompt_tokens": 1000, "prompt_tokens_details": {"cached_tokens": "256"}},
+     r"usage\.prompt_tokens_details\.cached_tokens: not a token count \('256'\)"),
+    ({"prompt_tokens": 1000, "prompt_tokens_details": {"cached_tokens": 2000}},
+     r"usage\.prompt_tokens_details\.cached_tokens: 2000 is more than prompt_tokens \(1000\)"),
+    ({"prompt_tokens": 1000, "prompt_tokens_details": 256},
+     r"usage\.prompt_tokens_details: expected an object, got int"),
+])
+def test_api_usage_with_a_bad_cached_count_is_malformed(usage: dict[str, Any],
+                                                        problem: str) -> None:
+    with pytest.raises(MalformedLine, match=problem):
+        parse_api_usage(api(usage=usage))
 
 
 def test_api_usage_flat_variant() -> None:
@@ -447,19 +463,38 @@ def test_implausible_throughput_falls_back_to_the_derived_one() -> None:
 @pytest.mark.parametrize(("fields", "attribute"), [
     ({"duration_ms": WEEK_MS + 1, "response_time": ...}, "duration"),
     ({"duration_ms": ..., "response_time": 7 * 86400 + 1}, "duration"),
-    ({"request_tokens": 10**12 + 1}, "input_tokens"),
-    ({"response_tokens": 1e20}, "output_tokens"),
-    ({"usage": {"prompt_tokens": 10**13, "completion_tokens": 5}}, "input_tokens"),
-    ({"usage": {"completion_tokens": 10**13}}, "output_tokens"),
-    ({"usage": {"completion_tokens": 5,
-                "completion_tokens_details": {"reasoning_tokens": 10**13}}},
-     "reasoning_tokens"),
 ])
-def test_api_usage_field_beyond_its_bound_is_ignored(fields: dict[str, Any],
-                                                     attribute: str) -> None:
+def test_api_usage_duration_beyond_its_bound_is_ignored(fields: dict[str, Any],
+                                                        attribute: str) -> None:
     event = parse_api_usage(api(**fields))
     assert getattr(event, attribute) is None
     assert event.model == "deepseek-chat"
+
+
+@pytest.mark.parametrize(("fields", "problem"), [
+    ({"request_tokens": 10**12 + 1}, "request_tokens"),
+    ({"response_tokens": 1e20}, "response_tokens"),
+    ({"usage": {"prompt_tokens": 10**13, "completion_tokens": 5}}, "usage.prompt_tokens"),
+    ({"usage": {"completion_tokens": 10**13}}, "usage.completion_tokens"),
+    ({"usage": {"completion_tokens": 5,
+                "completion_tokens_details": {"reasoning_tokens": 10**13}}},
+     "usage.completion_tokens_details.reasoning_tokens"),
+])
+def test_api_usage_token_count_beyond_its_bound_is_malformed(fields: dict[str, Any],
+                                                             problem: str) -> None:
+    # Priced: ignoring the count would charge the request too little (tests/ingest/
+    # test_priced_counts.py has every field and every kind of bad value).
+    with pytest.raises(MalformedLine, match=f"^{re.escape(problem)}: not a token count"):
+        parse_api_usage(api(**fields))
+
+
+@pytest.mark.parametrize(("fields", "attribute", "value"), [
+    ({"request_tokens": 10**12}, "input_tokens", 10**12),
+    ({"usage": {"completion_tokens": 10**12}}, "output_tokens", 10**12),
+])
+def test_api_usage_token_count_at_its_bound_is_kept(fields: dict[str, Any], attribute: str,
+                                                   value: int) -> None:
+    assert getattr(parse_api_usage(api(**fields)), attribute) == value
 
 
 @pytest.mark.parametrize(("unit", "limit"), [("ms", WEEK_MS), ("s", 7 * 86400)])

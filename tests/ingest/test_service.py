@@ -443,3 +443,43 @@ async def test_exclude_paths_without_a_slash_match_base_names_in_any_directory(
     await svc.cycle_done(1)
     assert svc.requests() == 3
     await svc.stop()
+
+
+async def test_a_busy_source_does_not_starve_the_scan_for_new_directories(
+        tmp_path: Path) -> None:
+    # Source a is written to all the time, so the watcher always has a change to report and
+    # never times out; source b's directory appears later and must still be found.
+    busy, late = tmp_path / "a" / "a.log", tmp_path / "b" / "b.log"
+    append_lines(busy, request_lines("A", 1))
+    config = default_config(
+        sources=[{"name": "a", "paths": [str(busy)], "schema": "inference"},
+                 {"name": "b", "paths": [str(late)], "schema": "inference"}],
+        ingest={"checkpoint_interval": "50ms", "rescan_interval": "250ms", "inotify": True})
+    state = StateStore(tmp_path / "state")
+    store = MetricStore()
+    service = IngestService(sources=config.sources, ingest=config.ingest,
+                            metrics=config.metrics, state=state, store=store,
+                            clock=SystemClock())
+    stop = asyncio.Event()
+    task = asyncio.create_task(service.run(stop))
+    stop_writing = asyncio.Event()
+
+    async def keep_writing() -> None:
+        i = 1
+        while not stop_writing.is_set():
+            append_lines(busy, request_lines("A", 1, start=i))
+            i += 1
+            await asyncio.sleep(0.02)
+
+    writer = asyncio.create_task(keep_writing())
+    try:
+        await until(lambda: counter_total(store, "requests", source="a") >= 1, "source a")
+        append_lines(late, request_lines("B", 3))
+        await until(lambda: counter_total(store, "requests", source="b") == 3,
+                    "the late directory's lines while source a stays busy")
+    finally:
+        stop_writing.set()
+        await writer
+        stop.set()
+        await asyncio.wait_for(task, WAIT_S)
+        state.close()
