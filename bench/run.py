@@ -16,11 +16,14 @@ are checked against the generator's truth (a mismatch is a warning). Then the da
 Last, the idle cost: CPU share of a daemon watching 1,000 quiet files, inotify and polling.
 
 Then the rules section (bench/rules_bench.py): 200 alerting rules over 1k/5k/20k series,
-query_range over 6 h, bytes per stored sample, beside a real Prometheus over the same samples.
+query_range over 6 h, bytes per stored sample, beside a real Prometheus over the same samples;
+the page section (bench/page_bench.py): time from an error line to a webhook page; and the cost
+section (bench/cost_bench.py): api_usage ingest with the cost ledger on against the inference
+catch-up, and `cost report` over a year of ledger against a raw SQLite SUM.
 
-Flags: --only ingest|rules, --lines, --rss-lines, --repeat, --seed, --quick, --no-rss,
+Flags: --only ingest|rules|page|cost, --lines, --rss-lines, --repeat, --seed, --quick, --no-rss,
 --no-idle, --profile N, --json PATH; for the rules section --rule-series, --rule-history,
---range-series, --no-prometheus.
+--range-series, --no-prometheus; for the cost section --api-lines, --report-rows.
 Exits 0 whatever the figures; 2 on bad usage.
 """
 
@@ -38,6 +41,9 @@ from pathlib import Path
 from typing import Any
 
 from aggregate import Aggregate, differences
+from cost_bench import CostBenchConfig, run_cost
+from cost_bench import add_arguments as add_cost_arguments
+from cost_bench import config_from as cost_config_from
 from daemon_peer import run_daemon
 from dataset import Dataset, ensure_dataset, warm_page_cache
 from idle import IdleRun, measure_idle
@@ -288,13 +294,15 @@ def profile_catchup(data: Dataset, scratch: Path, top: int) -> None:
 # -- entry point ------------------------------------------------------------------------------
 
 
-def parse_args(argv: Sequence[str] | None) -> tuple[argparse.Namespace, RulesConfig]:
+def parse_args(argv: Sequence[str] | None
+               ) -> tuple[argparse.Namespace, RulesConfig, CostBenchConfig]:
     parser = argparse.ArgumentParser(
         description="Ingest throughput of inferwatch vs mtail and a bare orjson loop, and "
                     "its memory after a large catch-up; then rule evaluation and query_range "
-                    "beside a real Prometheus. Figures are ratios within one run.")
-    parser.add_argument("--only", choices=("ingest", "rules", "page"),
-                        help="run one section (default: all three: ingest, rules, page)")
+                    "beside a real Prometheus; time to page; the cost ledger's price at "
+                    "ingest and `cost report` over a year. Figures are ratios within one run.")
+    parser.add_argument("--only", choices=("ingest", "rules", "page", "cost"),
+                        help="run one section (default: all four: ingest, rules, page, cost)")
     parser.add_argument("--incidents", type=int, default=DEFAULT_INCIDENTS,
                         help="incidents in the time-to-page section (default %(default)s)")
     parser.add_argument("--lines", type=int, help=f"lines in the timed log "
@@ -315,6 +323,7 @@ def parse_args(argv: Sequence[str] | None) -> tuple[argparse.Namespace, RulesCon
                              "evaluation and slowest range query) and print the top N functions")
     parser.add_argument("--json", type=Path, metavar="PATH", help="write the results here")
     add_rules_arguments(parser)
+    add_cost_arguments(parser)
     args = parser.parse_args(argv)
     defaults = ((QUICK_LINES, QUICK_RSS_LINES, 1) if args.quick
                 else (DEFAULT_LINES, DEFAULT_RSS_LINES, DEFAULT_REPEAT))
@@ -323,7 +332,7 @@ def parse_args(argv: Sequence[str] | None) -> tuple[argparse.Namespace, RulesCon
             setattr(args, name, default)
     if min(args.lines, args.rss_lines, args.repeat, args.incidents) <= 0:
         parser.error("--lines, --rss-lines, --repeat and --incidents must be positive")
-    return args, config_from(args, parser)
+    return args, config_from(args, parser), cost_config_from(args, parser)
 
 
 def run_ingest(args: argparse.Namespace) -> dict[str, Any]:
@@ -352,7 +361,7 @@ def run_ingest(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args, rules_config = parse_args(argv)
+    args, rules_config, cost_config = parse_args(argv)
     document: dict[str, Any] = {}
     if args.only in (None, "ingest"):
         document.update(run_ingest(args))
@@ -367,6 +376,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         with tempfile.TemporaryDirectory(prefix="inferwatch-page-bench-") as scratch:
             document["page"] = run_page(Path(scratch), incidents=args.incidents,
                                         seed=args.seed, stacks=not args.no_prometheus)
+    if args.only in (None, "cost"):
+        if args.only is None:
+            print("\n" + "=" * 100 + "\n")
+        with tempfile.TemporaryDirectory(prefix="inferwatch-cost-bench-") as scratch:
+            document["cost"] = run_cost(cost_config, Path(scratch))
     if args.json is not None:
         args.json.write_text(json.dumps(document, indent=2) + "\n")
         print(f"\nresults written to {args.json}")

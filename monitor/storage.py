@@ -179,6 +179,11 @@ MIGRATIONS: tuple[str, ...] = (
         PRIMARY KEY (budget, alertname, period, key)
     );
     """,
+    # v6: the ledger's own rows (each keeps its request id) hold the dedup window; the separate
+    # table of v4 cost an index insert per request.
+    """
+    DROP TABLE ledger_request_ids;
+    """,
 )
 
 

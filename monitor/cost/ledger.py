@@ -13,8 +13,9 @@ its time, or whose price is in a currency with no exchange rate, is recorded wit
 counted in `cost_unpriced_requests_total{model}`, and warned about once per model.
 
 Duplicates: a request id already charged in the same source within DEDUP_WINDOW_S (by event
-time, at most DEDUP_MAX_IDS ids per source) is not charged again; the window is persisted, so
-a restart does not forget it.
+time; at least the last DEDUP_MAX_IDS ids per source, at most twice that between trims) is not
+charged again. The window is read back from the ledger rows at start-up, so a restart does not
+forget it (as long as cost.ledger_retention is longer than the window).
 
 Roll-ups (`cost_daily`) sum each (day in cost.timezone, source, model, user) and are kept
 forever; ledger rows older than `cost.ledger_retention` are pruned.
@@ -23,9 +24,9 @@ forever; ledger rows older than `cost.ledger_retention` are pruned.
 from __future__ import annotations
 
 import decimal
+import itertools
 import logging
 import sqlite3
-from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -33,7 +34,7 @@ from decimal import Decimal
 from zoneinfo import ZoneInfo
 
 from monitor.config import CostConfig
-from monitor.cost.pricing import PriceTable, convert, request_cost
+from monitor.cost.pricing import Price, PriceTable, convert, request_cost
 from monitor.ingest.events import RequestEvent
 from monitor.metrics import families as fam
 from monitor.metrics.store import MetricStore
@@ -44,6 +45,7 @@ log = logging.getLogger(__name__)
 PRICED_SCHEMAS = frozenset({"api_usage"})
 DEDUP_WINDOW_S = 86_400.0
 DEDUP_MAX_IDS = 200_000
+PRICE_CACHE_MODELS = 10_000  # a bound, whatever model names the logs carry
 ZERO = Decimal(0)
 # Wide enough that no sum of ledger amounts is ever rounded.
 EXACT = decimal.Context(prec=80, Emin=-999_999, Emax=999_999,
@@ -133,7 +135,8 @@ class Ledger:
         self._unpriced = store.register(fam.COST_UNPRICED_REQUESTS)
         self._days = LocalDays(config.timezone)
         self._warned: set[str] = set()
-        self._seen: dict[str, OrderedDict[str, float]] = {}
+        self._price_cache: dict[str, tuple[Price | None, float, float]] = {}
+        self._seen: dict[str, dict[str, float]] = {}  # source -> request id -> event time
         self.listeners: list[Callable[[Sequence[LedgerEntry]], None]] = []
         self._load_recent_ids()
         self._check_timezone()
@@ -146,6 +149,7 @@ class Ledger:
             config = config.model_copy(update={"timezone": self.config.timezone})
         self.prices = prices
         self.config = config
+        self._price_cache.clear()
 
     def _check_timezone(self) -> None:
         """Daily roll-ups are days of cost.timezone: when it changed since the last run,
@@ -185,17 +189,26 @@ class Ledger:
                            "('timezone', ?)", (self.config.timezone,))
 
     def _load_recent_ids(self) -> None:
-        rows = self.state.connection.execute(
-            "SELECT source, request_id, t FROM ledger_request_ids ORDER BY t")
+        """The dedup window comes back from the ledger's own rows (each keeps its request
+        id): those of the last DEDUP_WINDOW_S before the newest request."""
+        connection = self.state.connection
+        (newest,) = connection.execute("SELECT MAX(t) FROM ledger").fetchone()
+        if newest is None:
+            return
+        rows = connection.execute(
+            "SELECT source, request_id, t FROM ledger WHERE t >= ? AND request_id IS NOT NULL "
+            "ORDER BY t", (newest - DEDUP_WINDOW_S,))
         for source, request_id, t in rows:
             self._remember(source, request_id, t)
+        for source, seen in self._seen.items():
+            if len(seen) > DEDUP_MAX_IDS:
+                self._seen[source] = _newest(seen, DEDUP_MAX_IDS)
 
     def _remember(self, source: str, request_id: str, t: float) -> None:
-        seen = self._seen.setdefault(source, OrderedDict())
+        seen = self._seen.get(source)
+        if seen is None:
+            seen = self._seen[source] = {}
         seen[request_id] = t
-        seen.move_to_end(request_id)
-        if len(seen) > DEDUP_MAX_IDS:
-            seen.popitem(last=False)
 
     # -- a checkpoint ---------------------------------------------------------------------------
 
@@ -216,6 +229,12 @@ class Ledger:
                         continue
                     new_ids[request_id] = event.timestamp
                 self._add(batch, source, model_override or event.model, event, currency)
+        spent: dict[tuple[str, str], Decimal] = {}
+        for (_, source, model, _), totals in batch.daily.items():
+            if totals.requests > totals.unpriced:
+                spent[source, model] = EXACT.add(spent.get((source, model), ZERO), totals.amount)
+        for (source, model), amount in spent.items():
+            self._cost.inc(self._cost.key((source, model, currency)), float(amount))
         if batch.duplicates:
             log.info("ledger: %d duplicate request id(s) not charged again", batch.duplicates)
         return batch
@@ -232,12 +251,14 @@ class Ledger:
         input_tokens = event.input_tokens if event.input_tokens is not None else hit + miss
         output = event.output_tokens or 0
         user = event.user or ""
-        reported = _reported(event.reported_cost)
+        reported = None if event.reported_cost is None else _reported(event.reported_cost)
+        # Rows keep the exact amount as Decimal writes it ("0.002201531280"); roll-ups, read by
+        # people, get the normalised text.
         batch.rows.append((
             event.timestamp, source, event.request_id, model, user, input_tokens, hit, miss,
             output, event.reasoning_tokens or 0, currency,
-            None if amount is None else money_text(amount),
-            None if reported is None else money_text(reported)))
+            None if amount is None else str(amount),
+            None if reported is None else event.reported_cost))
         key = (self._days(event.timestamp), source, model, user)
         totals = batch.daily.get(key)
         if totals is None:
@@ -254,12 +275,21 @@ class Ledger:
             self._unpriced.inc(self._unpriced.key((model,)))
             return
         totals.amount = EXACT.add(totals.amount, amount)
-        self._cost.inc(self._cost.key((source, model, currency)), float(amount))
         batch.entries.append(LedgerEntry(event.timestamp, source, model, user, amount))
+
+    def _price(self, model: str, t: float) -> Price | None:
+        """The table's row for `model` at t, looked up once per model and price change."""
+        cached = self._price_cache.get(model)
+        if cached is None or not cached[1] <= t < cached[2]:
+            if len(self._price_cache) >= PRICE_CACHE_MODELS:
+                self._price_cache.clear()
+            cached = self._price_cache[model] = self.prices.price_span(
+                model, t, currency=self.config.currency)
+        return cached[0]
 
     def _amount(self, model: str, event: RequestEvent) -> Decimal | None:
         t = event.timestamp
-        price = self.prices.price_at(model, t, currency=self.config.currency)
+        price = self._price(model, t)
         if price is None:
             self._warn(model, f"no price for model {model!r} at "
                               f"{datetime.fromtimestamp(t).astimezone().isoformat()}; its "
@@ -307,16 +337,16 @@ class Ledger:
                 (day, source, model, user, currency, totals.requests, totals.unpriced,
                  money_text(totals.amount), money_text(totals.reported), totals.cache_hit_tokens,
                  totals.cache_miss_tokens, totals.input_tokens, totals.output_tokens))
-        cursor.executemany(
-            "INSERT OR REPLACE INTO ledger_request_ids (source, request_id, t) VALUES (?, ?, ?)",
-            [(source, request_id, t) for source, ids in batch.new_ids.items()
-             for request_id, t in ids.items()])
 
     def committed(self, batch: LedgerBatch) -> None:
         """The batch's transaction succeeded."""
         for source, ids in batch.new_ids.items():
-            for request_id, t in ids.items():
-                self._remember(source, request_id, t)
+            seen = self._seen.get(source)
+            if seen is None:
+                seen = self._seen[source] = {}
+            seen.update(ids)
+            if len(seen) > 2 * DEDUP_MAX_IDS:  # trimmed in bulk, not one id at a time
+                self._seen[source] = _newest(seen, DEDUP_MAX_IDS)
         if batch.entries:
             for listener in self.listeners:
                 try:
@@ -327,26 +357,25 @@ class Ledger:
     # -- housekeeping ---------------------------------------------------------------------------
 
     def prune(self, now: float) -> tuple[int, int]:
-        """Drop ledger rows past retention and request ids past the dedup window (and the
-        oldest beyond DEDUP_MAX_IDS per source); (rows, ids) removed."""
+        """Drop ledger rows past retention, and forget request ids past the dedup window;
+        (rows, ids) removed."""
         with self.state.transaction() as cursor:
             rows = cursor.execute("DELETE FROM ledger WHERE t < ?",
                                   (now - self.config.ledger_retention,)).rowcount
-            ids = 0
-            for source, seen in self._seen.items():
-                newest = next(reversed(seen.values()), None) if seen else None
-                if newest is None:
-                    continue
-                horizon = newest - DEDUP_WINDOW_S
-                stale = [rid for rid, t in seen.items() if t < horizon]
-                for rid in stale:
-                    del seen[rid]
-                # What memory keeps (the window, at most DEDUP_MAX_IDS) is what the file keeps.
-                oldest_kept = min(seen.values(), default=horizon)
-                ids += cursor.execute(
-                    "DELETE FROM ledger_request_ids WHERE source = ? AND t < ?",
-                    (source, max(horizon, oldest_kept))).rowcount
+        ids = 0
+        for source, seen in self._seen.items():
+            horizon = max(seen.values(), default=0.0) - DEDUP_WINDOW_S
+            kept = {rid: t for rid, t in seen.items() if t >= horizon}
+            if len(kept) > DEDUP_MAX_IDS:
+                kept = _newest(kept, DEDUP_MAX_IDS)
+            ids += len(seen) - len(kept)
+            self._seen[source] = kept
         return rows, ids
+
+
+def _newest(seen: dict[str, float], keep: int) -> dict[str, float]:
+    """The `keep` most recently added ids (insertion order)."""
+    return dict(itertools.islice(seen.items(), len(seen) - keep, None))
 
 
 def money_text(amount: Decimal) -> str:

@@ -21,8 +21,10 @@ from __future__ import annotations
 
 import bisect
 import decimal
+import functools
 import glob
 import itertools
+import math
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -101,6 +103,27 @@ class Price:
     output: Decimal
     discounts: tuple[Discount, ...] = ()
 
+    @functools.cached_property
+    def _scaled(self) -> tuple[int, int, int, int]:
+        """(exponent, hit, miss, output): the three prices as integers times 10**exponent, so
+        a request costs one integer sum and one exact scaling instead of Decimal products."""
+        prices = (self.input_cache_hit, self.input_cache_miss, self.output)
+        exponent = 0
+        for price in prices:  # finite by validation: the exponent is an int
+            exponent = min(exponent, int(price.as_tuple().exponent))
+        hit, miss, output = (int(price.scaleb(-exponent, _EXACT)) for price in prices)
+        return exponent, hit, miss, output
+
+    def cost(self, hit: int, miss: int, output: int, t: float) -> Decimal:
+        """The exact cost of these token counts at time t, in `currency`."""
+        if hit < 0 or miss < 0 or output < 0:
+            raise ValueError(f"token counts must not be negative: {(hit, miss, output)}")
+        exponent, hit_price, miss_price, output_price = self._scaled
+        units = hit * hit_price + miss * miss_price + output * output_price
+        amount = Decimal(units).scaleb(exponent - _TOKENS_PER_PRICE_UNIT, _EXACT)
+        factor = self.factor_at(t) if self.discounts else _ONE
+        return amount if factor == _ONE else _EXACT.multiply(amount, factor)
+
     def factor_at(self, t: float) -> Decimal:
         """The factor of the discount window containing t, else 1. Windows of one row never
         overlap, so there is never more than one to choose from."""
@@ -126,14 +149,7 @@ def request_cost(price: Price, t: float, *, input_tokens: int | None,
         assert known is not None
         rest = max((input_tokens or 0) - known, 0)
         hit, miss = (known, rest) if hit is not None else (rest, known)
-    counts = (hit, miss, output_tokens or 0)
-    if any(count < 0 for count in counts):
-        raise ValueError(f"token counts must not be negative: {counts}")
-    total = Decimal(0)
-    for count, unit_price in zip(counts, (price.input_cache_hit, price.input_cache_miss,
-                                          price.output), strict=True):
-        total = _EXACT.add(total, _EXACT.multiply(Decimal(count), unit_price))
-    return _EXACT.multiply(total.scaleb(-_TOKENS_PER_PRICE_UNIT, _EXACT), price.factor_at(t))
+    return price.cost(hit, miss, output_tokens or 0, t)
 
 
 def convert(amount: Decimal, currency: str, to: str,
@@ -162,11 +178,17 @@ class _Entry:
             model == self.key)
 
     def price_at(self, t: float, currency: str | None) -> Price | None:
+        return self.price_span(t, currency)[0]
+
+    def price_span(self, t: float, currency: str | None) -> tuple[Price | None, float, float]:
+        """The row in force at t and the [start, end) during which it stays in force."""
         index = bisect.bisect_right(self.starts, t) - 1
+        end = self.starts[index + 1] if index + 1 < len(self.starts) else math.inf
         if index < 0:
-            return None
+            return None, -math.inf, end
         rows = self.rows[index]
-        return next((row for row in rows if row.currency == currency), rows[0])
+        row = next((row for row in rows if row.currency == currency), rows[0])
+        return row, self.starts[index], end
 
 
 class PriceTable:
@@ -211,6 +233,18 @@ class PriceTable:
             entry = next((regex_entry for regex_entry in reversed(self._regexes)
                           if regex_entry.matches(model)), None)
         return None if entry is None else entry.price_at(t, currency)
+
+    def price_span(self, model: str, t: float, *, currency: str | None = None
+                   ) -> tuple[Price | None, float, float]:
+        """`price_at` and the [start, end) times during which its answer for `model` holds,
+        so a caller pricing many requests can look the model up once per price change."""
+        entry = self._exact.get(model)
+        if entry is None:
+            entry = next((regex_entry for regex_entry in reversed(self._regexes)
+                          if regex_entry.matches(model)), None)
+        if entry is None:
+            return None, -math.inf, math.inf
+        return entry.price_span(t, currency)
 
     def models(self) -> list[str]:
         """Every `match` name, then every `match_regex` pattern, each sorted."""

@@ -151,3 +151,121 @@ SELF_HOSTED_COST_PER_MILLION_TOKENS = FamilySpec(
     help="What a million output tokens of a self-hosted source cost over the last hour, from "
          "its gpu_hourly_cost.",
 )
+
+# -- host, processes, probes, GPUs (sampled, not counted from logs) -----------------------------
+
+HOST_CPU_UTILIZATION = FamilySpec(
+    name="host_cpu_utilization_ratio", kind=Kind.GAUGE,
+    help="Share of all CPUs busy since the previous sample (0 to 1).",
+)
+HOST_LOAD1 = FamilySpec(name="host_load1", kind=Kind.GAUGE, help="1-minute load average.")
+HOST_MEMORY_TOTAL = FamilySpec(
+    name="host_memory_total_bytes", kind=Kind.GAUGE, help="Physical memory.",
+)
+HOST_MEMORY_AVAILABLE = FamilySpec(
+    name="host_memory_available_bytes", kind=Kind.GAUGE,
+    help="Memory available to new work without swapping (the kernel's MemAvailable).",
+)
+HOST_FILESYSTEM_SIZE = FamilySpec(
+    name="host_filesystem_size_bytes", kind=Kind.GAUGE, labels=("mountpoint",),
+    help="Size of a mounted filesystem.",
+)
+HOST_FILESYSTEM_AVAIL = FamilySpec(
+    name="host_filesystem_avail_bytes", kind=Kind.GAUGE, labels=("mountpoint",),
+    help="Space available to unprivileged users on a mounted filesystem.",
+)
+HOST_NETWORK_RECEIVE = FamilySpec(
+    name="host_network_receive_bytes", kind=Kind.COUNTER, labels=("device",), persistent=False,
+    help="Bytes received by a network device (the kernel's counter).",
+)
+HOST_NETWORK_TRANSMIT = FamilySpec(
+    name="host_network_transmit_bytes", kind=Kind.COUNTER, labels=("device",),
+    persistent=False, help="Bytes sent by a network device (the kernel's counter).",
+)
+PROCESS_UP = FamilySpec(
+    name="process_up", kind=Kind.GAUGE, labels=("process",),
+    help="1 while a process matching the configured command-line regex runs, else 0.",
+)
+PROCESS_RESIDENT_MEMORY = FamilySpec(
+    name="process_resident_memory_bytes", kind=Kind.GAUGE, labels=("process",),
+    help="Resident memory of the watched process(es) (summed over matches).",
+)
+PROCESS_CPU = FamilySpec(
+    name="process_cpu_seconds", kind=Kind.COUNTER, labels=("process",), persistent=False,
+    help="CPU time of the watched process(es), user and system (the kernel's counter).",
+)
+PROCESS_OPEN_FDS = FamilySpec(
+    name="process_open_fds", kind=Kind.GAUGE, labels=("process",),
+    help="Open file descriptors of the watched process(es).",
+)
+PROCESS_RESTARTS = FamilySpec(
+    name="process_restarts", kind=Kind.COUNTER, labels=("process",),
+    help="Times a watched process came back with a new PID.",
+)
+SELF_CPU = FamilySpec(
+    name="self_cpu_seconds", kind=Kind.COUNTER, persistent=False,
+    help="CPU time of this inferwatch process, user and system.",
+)
+SELF_RESIDENT_MEMORY = FamilySpec(
+    name="self_resident_memory_bytes", kind=Kind.GAUGE,
+    help="Resident memory of this inferwatch process.",
+)
+SELF_OPEN_FDS = FamilySpec(
+    name="self_open_fds", kind=Kind.GAUGE, help="Open file descriptors of this process.",
+)
+PROBE_SUCCESS = FamilySpec(
+    name="probe_success", kind=Kind.GAUGE, labels=("probe",),
+    help="1 if the last probe of the health endpoint succeeded, else 0.",
+)
+PROBE_DURATION = FamilySpec(
+    name="probe_duration_seconds", kind=Kind.GAUGE, labels=("probe",),
+    help="How long the last probe took (up to its timeout).",
+)
+PROBE_STATUS_CODE = FamilySpec(
+    name="probe_http_status_code", kind=Kind.GAUGE, labels=("probe",),
+    help="HTTP status of the last probe's answer; 0 when none came.",
+)
+GPU_LABELS = ("gpu", "uuid")
+GPU_INFO = FamilySpec(
+    name="gpu_info", kind=Kind.GAUGE, labels=(*GPU_LABELS, "name", "driver_version"),
+    help="Always 1 for each GPU NVML reports; its labels describe it.",
+)
+GPU_UP = FamilySpec(
+    name="gpu_up", kind=Kind.GAUGE, labels=GPU_LABELS,
+    help="1 while the GPU answers NVML, 0 when it is lost or NVML failed.",
+)
+GPU_MEMORY_USED = FamilySpec(
+    name="gpu_memory_used_bytes", kind=Kind.GAUGE, labels=GPU_LABELS,
+    help="GPU memory in use.",
+)
+GPU_MEMORY_TOTAL = FamilySpec(
+    name="gpu_memory_total_bytes", kind=Kind.GAUGE, labels=GPU_LABELS,
+    help="GPU memory in all.",
+)
+GPU_UTILIZATION = FamilySpec(
+    name="gpu_utilization_ratio", kind=Kind.GAUGE, labels=GPU_LABELS,
+    help="Share of the last sample period the GPU was busy (0 to 1).",
+)
+GPU_TEMPERATURE = FamilySpec(
+    name="gpu_temperature_celsius", kind=Kind.GAUGE, labels=GPU_LABELS,
+    help="GPU core temperature.",
+)
+GPU_POWER = FamilySpec(
+    name="gpu_power_watts", kind=Kind.GAUGE, labels=GPU_LABELS, help="GPU power draw.",
+)
+GPU_ENERGY = FamilySpec(
+    name="gpu_energy_joules", kind=Kind.COUNTER, labels=GPU_LABELS, persistent=False,
+    help="Energy the GPU consumed since the driver loaded (NVML's counter).",
+)
+GPU_XID_ERRORS = FamilySpec(
+    name="gpu_xid_errors", kind=Kind.COUNTER, labels=(*GPU_LABELS, "xid"),
+    help="XID errors the driver reported for the GPU, by XID code.",
+)
+GPU_PROCESS_MEMORY = FamilySpec(
+    name="gpu_process_memory_bytes", kind=Kind.GAUGE, labels=(*GPU_LABELS, "pid", "process"),
+    help="GPU memory used by a process.",
+)
+SAMPLER_FAILURES = FamilySpec(
+    name="sampler_failures", kind=Kind.COUNTER, labels=("sampler",),
+    help="Samples that failed (the sampler is retried at its next interval).",
+)

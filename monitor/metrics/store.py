@@ -44,8 +44,13 @@ class FamilySpec:
     kind: Kind
     labels: tuple[str, ...] = ()
     buckets: tuple[float, ...] = ()
+    # False for a counter that mirrors one kept elsewhere (a NIC's bytes, a GPU's energy): it
+    # is set with `set_total`, never persisted or restored, and not "born" at 0.
+    persistent: bool = True
 
     def __post_init__(self) -> None:
+        if not self.persistent and self.kind is not Kind.COUNTER:
+            raise ValueError(f"{self.name}: only counters can be non-persistent")
         if self.kind is Kind.HISTOGRAM:
             if not self.buckets or list(self.buckets) != sorted(set(self.buckets)):
                 raise ValueError(f"{self.name}: histogram buckets must be sorted and unique")
@@ -185,8 +190,13 @@ class MetricFamily:
         series.sum += total
         series.count += count
 
+    def set_total(self, key: LabelKey, value: float) -> None:
+        """A mirrored (non-persistent) counter takes the source's current total."""
+        assert self.spec.kind is Kind.COUNTER and not self.spec.persistent
+        self.counter(key).value = value
+
     def _before_change(self, stored: LabelKey, series: Series) -> None:
-        if self._store is not None:
+        if self._store is not None and self.spec.persistent:
             self._store.note_change(self, stored, series)
 
     def set(self, key: LabelKey, value: float) -> None:
@@ -280,12 +290,13 @@ class MetricStore:
     # -- change tracking --------------------------------------------------------------------
 
     def note_created(self, family: MetricFamily, key: LabelKey) -> None:
-        if self.track_births:
-            self._births.append((family, key))
         if self._changes is not None:
             self._changes.created.append((family, key))
-        if family.spec.kind is not Kind.GAUGE:
-            self.dirty.add((family.full_name, key))
+        if family.spec.kind is Kind.GAUGE or not family.spec.persistent:
+            return
+        if self.track_births:
+            self._births.append((family, key))
+        self.dirty.add((family.full_name, key))
 
     def note_change(self, family: MetricFamily, key: LabelKey, series: Series) -> None:
         """Called before a persistent series changes: marks it dirty, remembers its value."""

@@ -100,7 +100,7 @@ def test_a_reported_cost_is_kept_beside_the_computed_one(rig: Rig) -> None:
     [(_, _, amount, reported)] = rig.rows()
     assert (amount, reported) == (Decimal(2), Decimal("1.999999"))
     (text,) = rig.state.connection.execute("SELECT amount FROM ledger").fetchone()
-    assert text == "2"  # stored as plain decimal text
+    assert isinstance(text, str) and Decimal(text) == 2  # exact decimal text, not a float
     (totals,) = rig.state.connection.execute("SELECT reported FROM cost_daily").fetchone()
     assert totals == "1.999999"
 
