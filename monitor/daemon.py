@@ -19,7 +19,7 @@ import logging
 import resource
 import signal
 import sqlite3
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from enum import Enum
 from pathlib import Path
 from types import TracebackType
@@ -52,6 +52,9 @@ from monitor.metrics.store import MetricStore
 from monitor.notify.service import NotifyService
 from monitor.promql.ast import reach_ms
 from monitor.promql.engine import Engine
+from monitor.samplers.base import Sampler
+from monitor.samplers.runner import SamplerRunner
+from monitor.samplers.setup import build_samplers
 from monitor.sdnotify import SystemdNotifier
 from monitor.storage import StateStore
 from monitor.tsdb.scrape import InternalScraper
@@ -111,8 +114,10 @@ class Daemon:
         notifier: SystemdNotifier | None = None,
         config_loader: Callable[[Path], Config] = load_config,
         watcher_factory: Callable[[bool], ChangeWatcher] = make_watcher,
+        extra_samplers: Sequence[Callable[[MetricStore, Clock], Sampler]] = (),
     ) -> None:
         self.config = config
+        self._extra_samplers = list(extra_samplers)  # factories, given the store and clock
         self.config_path = config_path
         self.clock = clock or SystemClock()
         self.notifier = notifier or SystemdNotifier()
@@ -125,6 +130,8 @@ class Daemon:
         self._ingest_stop = asyncio.Event()
         self._rules_stop = asyncio.Event()
         self._notify_stop = asyncio.Event()
+        self._samplers_stop = asyncio.Event()
+        self.samplers: SamplerRunner | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self.templates = TemplateContext(external_labels={}, external_url="")
         self.series = SeriesStore(round(config.storage.retention * 1000))
@@ -180,6 +187,10 @@ class Daemon:
                 metrics=self.config.metrics, state=self._state_store, store=self.store,
                 clock=self.clock, watcher_factory=self._watcher_factory, ledger=self.ledger,
             )
+            self.samplers = SamplerRunner(
+                [*build_samplers(self.config, store=self.store, clock=self.clock),
+                 *(make(self.store, self.clock) for make in self._extra_samplers)],
+                store=self.store, clock=self.clock)
             self._start_rules(self._state_store)
             assert self.prompt is not None
             self.ingest.on_commit.append(self.prompt.poke)
@@ -207,6 +218,9 @@ class Daemon:
         self._tasks.append(asyncio.create_task(self.prompt.run(self._rules_stop),
                                                name="prompt-evaluation"))
         self._tasks.append(asyncio.create_task(self._run_notify(), name="notify"))
+        assert self.samplers is not None
+        self._tasks.append(asyncio.create_task(self.samplers.run(self._samplers_stop),
+                                               name="samplers"))
         self._start_scheduler()
         self.state = RunState.RUNNING
         log.info("inferwatch %s started: %d persisted series restored, %d source(s), "
@@ -313,6 +327,7 @@ class Daemon:
         self._ingest_stop.set()
         self._rules_stop.set()
         self._notify_stop.set()
+        self._samplers_stop.set()
         for task in self._tasks:
             with contextlib.suppress(Exception, asyncio.CancelledError):
                 await task
@@ -417,7 +432,8 @@ class Daemon:
 
     def _apply(self, new: Config, groups: list[RuleGroup], prices: PriceTable) -> None:
         old = self.config
-        for section in ("namespace", "storage", "metrics", "ingest"):
+        for section in ("namespace", "storage", "metrics", "ingest", "host", "gpu", "probes",
+                        "processes"):
             if getattr(new, section) != getattr(old, section):
                 log.warning("reload: %s changed; restart inferwatch to apply it", section)
         if new.server.listen != old.server.listen:

@@ -57,6 +57,7 @@ class IncidentKind(StrEnum):
     LATENCY_SPIKE = "latency_spike"  # inference latency x5-10
     ERROR_BURST = "error_burst"  # error rate ~30 % on both schemas
     SPEND_SURGE = "spend_surge"  # api_usage rate x5, reasoner outputs much longer
+    GPU_MEMORY_CLIMB = "gpu_memory_climb"  # the simulated GPU's memory climbs past 90 %
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,11 +90,12 @@ def active_kinds(schedule: Iterable[Incident], offset_s: float) -> frozenset[str
 
 
 def default_incident_schedule(duration_s: float) -> tuple[Incident, ...]:
-    """The demo's three log incidents spread over a run of `duration_s` seconds.
+    """The demo's incidents spread over a run of `duration_s` seconds.
 
     The windows are fractions of the run, so a 10-minute demo gets the latency spike at
-    2-3 min, the error burst at 4-5 min and the spend surge at 6-8 min, and a shorter or
-    longer demo gets the same shape compressed or stretched.
+    2-3 min, the error burst at 4-5 min, the spend surge at 6-8 min and the (simulated) GPU
+    memory climb at 7-8.5 min, and a shorter or longer demo gets the same shape compressed or
+    stretched.
     """
     if duration_s <= 0:
         return ()
@@ -101,6 +103,7 @@ def default_incident_schedule(duration_s: float) -> tuple[Incident, ...]:
         Incident(IncidentKind.LATENCY_SPIKE, 0.2 * duration_s, 0.1 * duration_s),
         Incident(IncidentKind.ERROR_BURST, 0.4 * duration_s, 0.1 * duration_s),
         Incident(IncidentKind.SPEND_SURGE, 0.6 * duration_s, 0.2 * duration_s),
+        Incident(IncidentKind.GPU_MEMORY_CLIMB, 0.7 * duration_s, 0.15 * duration_s),
     )
 
 

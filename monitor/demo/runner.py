@@ -21,15 +21,17 @@ from typing import Final
 
 from monitor.alerting.groups import RuleGroup
 from monitor.alerting.rules import AlertState
-from monitor.clock import SystemClock
+from monitor.clock import Clock, SystemClock
 from monitor.config import Config, default_config
 from monitor.daemon import Daemon
+from monitor.demo.gpu import SimulatedGpuSampler
 from monitor.demo.lines import Incident, default_incident_schedule
 from monitor.demo.sink import SinkNotification, WebhookSink
 from monitor.demo.workload import DemoWorkload, WorkloadStats
 from monitor.metrics import families as fam
 from monitor.metrics.store import CounterSeries, MetricStore
 from monitor.promql.values import Labels
+from monitor.samplers.base import Sampler
 
 SOURCE_OF_SCHEMA = {"inference": "inference", "api_usage": "api"}
 _CATCH_UP_TIMEOUT_S = 10.0
@@ -201,7 +203,17 @@ async def run_demo(*, directory: Path, duration: float, listen: str,
         loop.add_signal_handler(sig, stop.set)
     try:
         # The sink first: its URL goes into the config, and it outlives the daemon's outbox.
-        async with sink, Daemon(demo_config(directory, listen, sink.url), clock=clock) as daemon:
+        started = clock.time()
+
+        def simulated_gpu(store: MetricStore, clock: Clock) -> Sampler:
+            return SimulatedGpuSampler(store=store, clock=clock, incidents=schedule,
+                                       started=started, rng=random.Random())  # noqa: S311
+
+        async with contextlib.AsyncExitStack() as running:
+            await running.enter_async_context(sink)  # its URL goes into the daemon's config
+            daemon = await running.enter_async_context(Daemon(
+                demo_config(directory, listen, sink.url), clock=clock,
+                extra_samplers=[simulated_gpu]))
             base = daemon.listen_url
             print(f"inferwatch demo: logs in {directory / 'logs'}, state in "
                   f"{directory / 'state'}")

@@ -290,12 +290,13 @@ def test_default_schedule_spreads_the_incidents_over_the_run() -> None:
         ("latency_spike", 120, 180),
         ("error_burst", 240, 300),
         ("spend_surge", 360, 480),
+        ("gpu_memory_climb", 420, 510),
     ]
     assert active_kinds(schedule, 150) == {"latency_spike"}
     assert active_kinds(schedule, 180) == frozenset()
-    assert active_kinds(schedule, 479.9) == {"spend_surge"}
+    assert active_kinds(schedule, 479.9) == {"spend_surge", "gpu_memory_climb"}
     short = default_incident_schedule(60)
-    assert [(i.start_s, i.end_s) for i in short] == [(12, 18), (24, 30), (36, 48)]
+    assert [(i.start_s, i.end_s) for i in short] == [(12, 18), (24, 30), (36, 48), (42, 51)]
     assert default_incident_schedule(0) == ()
 
 

@@ -105,6 +105,26 @@ def test_gauges_are_not_persistent() -> None:
     assert store.take_dirty() == []
 
 
+def test_mirrored_counters_take_the_sources_total_and_are_neither_persisted_nor_born() -> None:
+    store = MetricStore()
+    store.track_births = True
+    received = store.register(fam.HOST_NETWORK_RECEIVE)
+    key = received.key(("eth0",))
+    received.set_total(key, 1_000_000.0)
+    received.set_total(key, 1_500_000.0)
+    assert received.counter(key).value == 1_500_000.0
+    assert store.take_dirty() == []  # the kernel keeps this total, not the state file
+    assert store.take_births() == []  # no 0 sample: it did not start at 0 here
+    requests = store.register(fam.REQUESTS)
+    with pytest.raises(AssertionError):
+        requests.set_total(request_key(store, "m"), 5.0)  # a counted counter only goes up
+
+
+def test_only_counters_can_be_non_persistent() -> None:
+    with pytest.raises(ValueError, match="only counters"):
+        FamilySpec(name="g", help="h", kind=Kind.GAUGE, persistent=False)
+
+
 def test_register_is_idempotent_and_refuses_a_different_declaration() -> None:
     store = MetricStore()
     assert store.register(fam.REQUESTS) is store.register(fam.REQUESTS)
