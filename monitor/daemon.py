@@ -53,6 +53,7 @@ from monitor.notify.service import NotifyService
 from monitor.promql.ast import reach_ms
 from monitor.promql.engine import Engine
 from monitor.samplers.base import Sampler
+from monitor.samplers.gpu import GpuSampler
 from monitor.samplers.runner import SamplerRunner
 from monitor.samplers.setup import build_samplers
 from monitor.sdnotify import SystemdNotifier
@@ -187,10 +188,12 @@ class Daemon:
                 metrics=self.config.metrics, state=self._state_store, store=self.store,
                 clock=self.clock, watcher_factory=self._watcher_factory, ledger=self.ledger,
             )
-            self.samplers = SamplerRunner(
-                [*build_samplers(self.config, store=self.store, clock=self.clock),
-                 *(make(self.store, self.clock) for make in self._extra_samplers)],
-                store=self.store, clock=self.clock)
+            samplers = build_samplers(self.config, store=self.store, clock=self.clock)
+            gpu = await GpuSampler.open(self.config.gpu, store=self.store, clock=self.clock)
+            if gpu is not None:
+                samplers.append(gpu)
+            samplers += [make(self.store, self.clock) for make in self._extra_samplers]
+            self.samplers = SamplerRunner(samplers, store=self.store, clock=self.clock)
             self._start_rules(self._state_store)
             assert self.prompt is not None
             self.ingest.on_commit.append(self.prompt.poke)
@@ -203,6 +206,8 @@ class Daemon:
             self.templates.external_url = self.listen_url
             await self.notify.start(self.listen_url)
         except BaseException:
+            if self.samplers is not None:
+                await self.samplers.close()  # the GPU sampler holds threads and NVML
             self._state_store.close()
             self._state_store = None
             raise
