@@ -53,10 +53,12 @@ def cmd_check_config(args: argparse.Namespace) -> int:
     from monitor.config import load_config  # noqa: PLC0415
     from monitor.cost.pricing import PriceTable  # noqa: PLC0415
     from monitor.errors import ConfigError  # noqa: PLC0415
+    from monitor.slo.spec import load_slo_files  # noqa: PLC0415
 
     try:
         config = load_config(args.path)
         PriceTable.load(config.cost.pricing_files)
+        load_slo_files(config.slo_files)
     except ConfigError as exc:
         print_error(exc)
         return 1
