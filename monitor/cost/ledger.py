@@ -31,6 +31,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from decimal import Decimal
+from typing import NamedTuple
 from zoneinfo import ZoneInfo
 
 from monitor.config import CostConfig
@@ -52,9 +53,8 @@ EXACT = decimal.Context(prec=80, Emin=-999_999, Emax=999_999,
                         traps=[decimal.InvalidOperation, decimal.Overflow])
 
 
-@dataclass(frozen=True, slots=True)
-class LedgerEntry:
-    """One charged request, as budgets and reports see it."""
+class LedgerEntry(NamedTuple):
+    """One charged request, as budgets see it (a tuple: one is built per request)."""
 
     t: float
     source: str
@@ -104,23 +104,23 @@ class LocalDays:
 
     def __init__(self, timezone: str) -> None:
         self.zone = ZoneInfo(timezone)
-        self._start = self._end = 0.0
-        self._day = ""
+        self.start = self.end = 0.0  # the cached day: [start, end) is `day`
+        self.day = ""
 
     def __call__(self, t: float) -> str:
         return self.bounds(t)[2]
 
     def bounds(self, t: float) -> tuple[float, float, str]:
         """(start, end, ISO date) of the local day holding `t`."""
-        if not self._start <= t < self._end:
+        if not self.start <= t < self.end:
             local = datetime.fromtimestamp(t, self.zone)
             midnight = datetime(local.year, local.month, local.day, tzinfo=self.zone)
             following = midnight.date() + timedelta(days=1)
-            self._start = midnight.timestamp()
-            self._end = datetime(following.year, following.month, following.day,
-                                 tzinfo=self.zone).timestamp()
-            self._day = midnight.date().isoformat()
-        return self._start, self._end, self._day
+            self.start = midnight.timestamp()
+            self.end = datetime(following.year, following.month, following.day,
+                                tzinfo=self.zone).timestamp()
+            self.day = midnight.date().isoformat()
+        return self.start, self.end, self.day
 
 
 class Ledger:
@@ -241,8 +241,9 @@ class Ledger:
 
     def _add(self, batch: LedgerBatch, source: str, model: str, event: RequestEvent,
              currency: str) -> None:
+        t = event.timestamp
         try:
-            amount = self._amount(model, event)
+            amount = self._amount(model, event, t, currency)
         except (ArithmeticError, ValueError) as exc:  # one odd request, never the checkpoint
             self._warn(model, f"cannot price a request of model {model!r}: {exc}")
             amount = None
@@ -251,15 +252,18 @@ class Ledger:
         input_tokens = event.input_tokens if event.input_tokens is not None else hit + miss
         output = event.output_tokens or 0
         user = event.user or ""
-        reported = None if event.reported_cost is None else _reported(event.reported_cost)
+        reported_text = event.reported_cost
+        reported = None if reported_text is None else _reported(reported_text)
         # Rows keep the exact amount as Decimal writes it ("0.002201531280"); roll-ups, read by
         # people, get the normalised text.
         batch.rows.append((
-            event.timestamp, source, event.request_id, model, user, input_tokens, hit, miss,
+            t, source, event.request_id, model, user, input_tokens, hit, miss,
             output, event.reasoning_tokens or 0, currency,
             None if amount is None else str(amount),
-            None if reported is None else event.reported_cost))
-        key = (self._days(event.timestamp), source, model, user)
+            None if reported is None else reported_text))
+        days = self._days
+        day = days.day if days.start <= t < days.end else days(t)
+        key = (day, source, model, user)
         totals = batch.daily.get(key)
         if totals is None:
             totals = batch.daily[key] = DailyTotals()
@@ -275,21 +279,23 @@ class Ledger:
             self._unpriced.inc(self._unpriced.key((model,)))
             return
         totals.amount = EXACT.add(totals.amount, amount)
-        batch.entries.append(LedgerEntry(event.timestamp, source, model, user, amount))
+        batch.entries.append(LedgerEntry(t, source, model, user, amount))
 
-    def _price(self, model: str, t: float) -> Price | None:
-        """The table's row for `model` at t, looked up once per model and price change."""
+    def _price_span(self, model: str, t: float) -> tuple[Price | None, float, float]:
+        """The table's row for `model` at t and how long it holds, cached per model so a
+        model is looked up once per price change, not once per request."""
+        if len(self._price_cache) >= PRICE_CACHE_MODELS:
+            self._price_cache.clear()
+        found = self._price_cache[model] = self.prices.price_span(
+            model, t, currency=self.config.currency)
+        return found
+
+    def _amount(self, model: str, event: RequestEvent, t: float,
+                currency: str) -> Decimal | None:
         cached = self._price_cache.get(model)
         if cached is None or not cached[1] <= t < cached[2]:
-            if len(self._price_cache) >= PRICE_CACHE_MODELS:
-                self._price_cache.clear()
-            cached = self._price_cache[model] = self.prices.price_span(
-                model, t, currency=self.config.currency)
-        return cached[0]
-
-    def _amount(self, model: str, event: RequestEvent) -> Decimal | None:
-        t = event.timestamp
-        price = self._price(model, t)
+            cached = self._price_span(model, t)
+        price = cached[0]
         if price is None:
             self._warn(model, f"no price for model {model!r} at "
                               f"{datetime.fromtimestamp(t).astimezone().isoformat()}; its "
@@ -300,11 +306,12 @@ class Ledger:
                               cache_hit_tokens=event.cache_hit_tokens,
                               cache_miss_tokens=event.cache_miss_tokens,
                               output_tokens=event.output_tokens)
-        converted = convert(amount, price.currency, self.config.currency,
-                            self.config.exchange_rates)
+        if price.currency == currency:
+            return amount
+        converted = convert(amount, price.currency, currency, self.config.exchange_rates)
         if converted is None:
             self._warn(model, f"model {model!r} is priced in {price.currency} and "
-                              f"cost.exchange_rates has no rate to {self.config.currency}; "
+                              f"cost.exchange_rates has no rate to {currency}; "
                               "its requests are counted as unpriced")
         return converted
 
