@@ -49,6 +49,7 @@ from monitor.ingest.watch import ChangeWatcher, make_watcher
 from monitor.metrics import families as fam
 from monitor.metrics.exposition import Exposition
 from monitor.metrics.store import MetricStore
+from monitor.notify.model import NotifyAlert
 from monitor.notify.service import NotifyService
 from monitor.promql.ast import reach_ms
 from monitor.promql.engine import Engine
@@ -57,6 +58,10 @@ from monitor.samplers.gpu import GpuSampler
 from monitor.samplers.runner import SamplerRunner
 from monitor.samplers.setup import build_samplers
 from monitor.sdnotify import SystemdNotifier
+from monitor.slo.model import Slo
+from monitor.slo.service import TICK_EVERY_S as SLO_EVERY_S
+from monitor.slo.service import SloService
+from monitor.slo.spec import load_slo_files
 from monitor.storage import StateStore
 from monitor.tsdb.scrape import InternalScraper
 from monitor.tsdb.store import SeriesStore
@@ -93,6 +98,11 @@ def retention_ms(config: Config, groups: list[RuleGroup]) -> int:
     needed = max((reach_ms(rule.expr, lookback) for group in groups for rule in group.rules),
                  default=0)
     return max(round(config.storage.retention * 1000), needed + RETENTION_MARGIN_MS)
+
+
+def slos_of(config: Config) -> list[Slo]:
+    """The SLOs of `slo_files`; SloFileError (a ConfigError) for a bad file."""
+    return [slo for spec in load_slo_files(config.slo_files) for slo in spec.slos]
 
 
 def _raise_open_file_limit() -> None:
@@ -150,6 +160,7 @@ class Daemon:
         self.ledger: Ledger | None = None
         self.self_hosted: SelfHostedCost | None = None
         self.budgets: BudgetTracker | None = None
+        self.slos: SloService | None = None
         self.listen_url = ""
 
     @staticmethod
@@ -218,6 +229,7 @@ class Daemon:
         # the next scrape fire it again — a "resolved" and a second "firing" notification
         # after each restart.
         self.scraper.scrape()
+        await self._slo_tick()
         self._tasks.append(asyncio.create_task(self.rules.run(self._rules_stop), name="rules"))
         assert self.prompt is not None
         self._tasks.append(asyncio.create_task(self.prompt.run(self._rules_stop),
@@ -275,6 +287,10 @@ class Daemon:
         self.rules = RuleManager(engine=self.engine, series=self.series, metrics=self.store,
                                  clock=self.clock, state=AlertStateStore(state))
         self.rules.replace(groups, restore=True)
+        self.slos = SloService(slos_of(config), state=state, store=self.store,
+                               engine=self.engine, clock=self.clock,
+                               notify_put=self._put_alerts)
+        self.slos.load()
         self.prompt = PromptEvaluation(scraper=self.scraper, rules=self.rules, clock=self.clock)
         self.self_hosted = SelfHostedCost(engine=self.engine, store=self.store, clock=self.clock)
 
@@ -290,6 +306,8 @@ class Daemon:
         scheduler.add_job(self._evaluate_budgets, "interval",
                           seconds=min(self.config.evaluation_interval, BUDGETS_EVERY_MAX_S),
                           max_instances=1, coalesce=True, id="budgets")
+        scheduler.add_job(self._slo_tick, "interval", seconds=SLO_EVERY_S, max_instances=1,
+                          coalesce=True, id="slos")
         interval = self.notifier.watchdog_interval()
         if interval is not None:
             scheduler.add_job(self._watchdog, "interval", seconds=interval, max_instances=1,
@@ -400,7 +418,7 @@ class Daemon:
                         new.rule_files, templates=self.templates,
                         default_interval_ms=round(new.evaluation_interval * 1000))
                     prices = PriceTable.load(new.cost.pricing_files)
-                    self._apply(new, groups, prices)
+                    self._apply(new, groups, prices, slos_of(new))
             except ConfigError as exc:
                 error = str(exc)
             except Exception as exc:  # a loader bug must not leave the daemon half-reloaded
@@ -435,7 +453,8 @@ class Daemon:
                     f"or server.allow_unauthenticated: true, or restart to change the address)")
         return None
 
-    def _apply(self, new: Config, groups: list[RuleGroup], prices: PriceTable) -> None:
+    def _apply(self, new: Config, groups: list[RuleGroup], prices: PriceTable,
+               slos: list[Slo]) -> None:
         old = self.config
         for section in ("namespace", "storage", "metrics", "ingest", "host", "gpu", "probes",
                         "processes"):
@@ -461,6 +480,8 @@ class Daemon:
             self.ledger.configure(prices, new.cost)
         if self.budgets is not None:
             self.budgets.configure(new.cost)
+        if self.slos is not None:
+            self.slos.configure(slos)
         self.config = new
 
     # -- periodic jobs --------------------------------------------------------------------------
@@ -490,6 +511,18 @@ class Daemon:
         except Exception:  # budgets failing must not stop the scheduler or delivery
             log.exception("cannot evaluate the budgets")
 
+    def _put_alerts(self, alerts: list[NotifyAlert]) -> None:
+        if self.notify is not None:
+            self.notify.dispatcher.put(alerts)
+
+    async def _slo_tick(self) -> None:
+        """The SLOs' closed minutes, metrics and alerts (monitor/slo/service.py)."""
+        if self.slos is not None:
+            try:
+                self.slos.tick()
+            except Exception:  # SLOs failing must not stop the scheduler or delivery
+                log.exception("cannot evaluate the SLOs")
+
     async def _self_hosted_cost(self) -> None:
         if self.self_hosted is not None:
             try:
@@ -512,3 +545,8 @@ class Daemon:
                     log.info("cost ledger: %d row(s) past cost.ledger_retention removed "
                              "(daily roll-ups kept)", rows)
                 log.debug("cost ledger: %d request id(s) left the dedup window", ids)
+        if self.slos is not None:
+            try:
+                self.slos.prune()
+            except sqlite3.Error as exc:
+                log.error("cannot prune the SLO minutes (retried in an hour): %s", exc)

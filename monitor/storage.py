@@ -184,6 +184,27 @@ MIGRATIONS: tuple[str, ...] = (
     """
     DROP TABLE ledger_request_ids;
     """,
+    # v7: SLO minute counts (no row: no data that minute), the last minute recorded, and the
+    # SLO alerts active, written together once a minute (monitor/slo/service.py).
+    """
+    CREATE TABLE slo_minutes (
+        slo TEXT NOT NULL,
+        minute INTEGER NOT NULL,
+        errors REAL NOT NULL,
+        total REAL NOT NULL,
+        PRIMARY KEY (slo, minute)
+    ) WITHOUT ROWID;
+    CREATE TABLE slo_alerts (
+        slo TEXT NOT NULL,
+        kind TEXT NOT NULL,
+        since INTEGER NOT NULL,
+        PRIMARY KEY (slo, kind)
+    ) WITHOUT ROWID;
+    CREATE TABLE slo_meta (
+        key TEXT PRIMARY KEY,
+        value INTEGER NOT NULL
+    );
+    """,
 )
 
 

@@ -269,3 +269,23 @@ SAMPLER_FAILURES = FamilySpec(
     name="sampler_failures", kind=Kind.COUNTER, labels=("sampler",),
     help="Samples that failed (the sampler is retried at its next interval).",
 )
+SLO_OBJECTIVE = FamilySpec(
+    name="slo_objective_ratio", kind=Kind.GAUGE, labels=("slo",),
+    help="The SLO's objective as a ratio (99.9 % is 0.999); `slo` is its ID.",
+)
+SLO_BUDGET_REMAINING = FamilySpec(
+    name="slo_error_budget_remaining_ratio", kind=Kind.GAUGE, labels=("slo",),
+    help="Share of the SLO's error budget left over its time window (below 0 when overspent).",
+)
+SLO_BURN_RATE = FamilySpec(
+    name="slo_burn_rate", kind=Kind.GAUGE, labels=("slo", "window"),
+    help="Error ratio over the window divided by the error budget (1 spends it exactly).",
+)
+SLO_SLI_ERROR_RATIO = FamilySpec(
+    name="slo_sli_error_ratio", kind=Kind.GAUGE, labels=("slo", "window"),
+    help="Bad events over all events of the SLO's SLI over the window.",
+)
+SLO_EXHAUSTION = FamilySpec(
+    name="slo_error_budget_exhaustion_seconds", kind=Kind.GAUGE, labels=("slo",),
+    help="Time until the error budget is spent at the last hour's burn rate; absent: never.",
+)
