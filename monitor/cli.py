@@ -172,6 +172,15 @@ def cmd_cost_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_export_rules(args: argparse.Namespace) -> int:
+    from monitor.config import load_config  # noqa: PLC0415
+    from monitor.export_rules import export_rules  # noqa: PLC0415
+
+    for path in export_rules(load_config(args.config), Path(args.out)):
+        print(path)
+    return 0
+
+
 def print_error(exc: Exception) -> None:
     """Each problem on its own line, each line prefixed, so any one of them reads alone."""
     for line in str(exc).splitlines() or [type(exc).__name__]:
@@ -267,6 +276,16 @@ def _add_notify_commands(commands: Commands[argparse.ArgumentParser]) -> None:
     notify_test.add_argument("--config", default=_default_config_path(),
                              help=f"config file (default $INFERWATCH_CONFIG or {DEFAULT_CONFIG})")
     notify_test.set_defaults(handler=cmd_notify_test)
+
+    export = commands.add_parser("export", help="artefacts for a central Prometheus")
+    export_what = export.add_subparsers(dest="what", metavar="WHAT", required=True)
+    export_rules = export_what.add_parser(
+        "rules", help="the configured rule files and the SLO rules (Sloth-equivalent), "
+                      "for promtool and a central Prometheus")
+    export_rules.add_argument("--config", default=_default_config_path(),
+                              help=f"config file (default $INFERWATCH_CONFIG or {DEFAULT_CONFIG})")
+    export_rules.add_argument("--out", required=True, help="directory to write the files to")
+    export_rules.set_defaults(handler=cmd_export_rules)
 
     cost = commands.add_parser("cost", help="token spend from the ledger")
     cost_what = cost.add_subparsers(dest="what", metavar="ACTION", required=True)
