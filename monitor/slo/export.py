@@ -14,7 +14,9 @@ expressions, so that Sloth's dashboards and alert routes work unchanged:
   `slo:period_error_budget_remaining:ratio`, `sloth_slo_info`.
 - `sloth-slo-alerts-<id>`: the page and ticket multiwindow, multi-burn-rate alerts, then our
   addition, `<alerting.name>BudgetHalfSpent`: the alert that Sloth's contrib plugin
-  `sloth.dev/contrib/error_budget_exhausted_alert/v1` writes with `threshold: 0.5`.
+  `sloth.dev/contrib/error_budget_exhausted_alert/v1` writes with `threshold: 0.5`, without
+  the plugin's `for: 5m`, so that it fires on the same minute as the daemon's own (which,
+  like the burn-rate alerts, has no `for`).
 
 The YAML is written as Sloth's yaml.v2 writes it (key order, sorted label keys, literal blocks
 for multi-line expressions, double quotes for strings that would read back as another type,
@@ -37,7 +39,6 @@ import yaml
 
 from monitor import __version__
 from monitor.slo.model import (
-    BUDGET_ALERT_FOR_S,
     BUDGET_ALERT_THRESHOLD,
     VERSION,
     AlertKind,
@@ -232,7 +233,6 @@ def _alert_rules(slo: Slo, labels: Mapping[str, str]) -> list[Rule]:
         rule: Rule = {"alert": alert.name}
         if kind == "budget":
             rule["expr"] = budget_alert_expr(slo, labels)
-            rule["for"] = prom_duration(BUDGET_ALERT_FOR_S)
         else:
             rule["expr"] = burn_rate_alert_expr(slo, alert.kind)
         rule["labels"] = _sorted_labels(alert.labels)

@@ -24,7 +24,6 @@ VERSION = "prometheus/v1"
 DEFAULT_TIME_WINDOW_S = 30 * 86400
 BUDGET_ALERT_SUFFIX = "BudgetHalfSpent"
 BUDGET_ALERT_THRESHOLD = 0.5  # of the period's error budget remaining
-BUDGET_ALERT_FOR_S = 300
 WINDOW_VAR_RE = re.compile(r"\{\{ *\.window *\}\}")  # Sloth's TplSLIQueryWindowVarRegex
 LABEL_ID, LABEL_SLO, LABEL_SERVICE = "sloth_id", "sloth_slo", "sloth_service"
 LABEL_SEVERITY = "sloth_severity"
