@@ -33,7 +33,9 @@ from monitor.config_notify import DingtalkConfig
 from monitor.notify.channels.base import Delivery, Message, RateLimit
 from monitor.notify.channels.http import post_json
 from monitor.notify.channels.robot import (
+    REQUEST_TIMEOUT_S,
     RobotAnswers,
+    RobotChannel,
     Section,
     clip_values,
     fit_notification,
@@ -48,7 +50,6 @@ from monitor.notify.model import Notification
 from monitor.notify.render import Renderer
 
 MAX_BODY_BYTES = 20_000
-REQUEST_TIMEOUT_S = 10.0
 LIMITS = (RateLimit(count=20, per_seconds=60.0),)
 TEMPLATE = "dingtalk.md.j2"
 ANSWERS = RobotAnswers(
@@ -78,7 +79,7 @@ def dingtalk_body(message: Message) -> bytes:
     return orjson.dumps(dingtalk_payload(message))
 
 
-class DingtalkChannel:
+class DingtalkChannel(RobotChannel[DingtalkConfig]):
     """One `dingtalk_configs` entry of one receiver."""
 
     integration = "dingtalk"
@@ -88,14 +89,8 @@ class DingtalkChannel:
                  timeout: float = REQUEST_TIMEOUT_S) -> None:
         if config.url is None:
             raise ValueError("a DingTalk config without a url (the config loader requires one)")
-        self.config = config
-        self.receiver = receiver
-        self.index = index
-        self.session = session
-        self.clock = clock
-        self.renderer = renderer
-        self.timeout = timeout
-        self.send_resolved = config.send_resolved
+        super().__init__(config, receiver=receiver, index=index, session=session, clock=clock,
+                         renderer=renderer, timeout=timeout)
         self._url = config.url.get_secret_value()
 
     @property

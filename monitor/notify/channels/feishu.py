@@ -31,7 +31,9 @@ from monitor.config_notify import FeishuConfig
 from monitor.notify.channels.base import Delivery, Message, RateLimit
 from monitor.notify.channels.http import post_json
 from monitor.notify.channels.robot import (
+    REQUEST_TIMEOUT_S,
     RobotAnswers,
+    RobotChannel,
     Section,
     clip_values,
     fit_notification,
@@ -46,7 +48,6 @@ from monitor.notify.model import Notification
 from monitor.notify.render import Renderer
 
 MAX_BODY_BYTES = 20_000
-REQUEST_TIMEOUT_S = 10.0
 LIMITS = (RateLimit(count=100, per_seconds=60.0), RateLimit(count=5, per_seconds=1.0))
 TEMPLATE = "feishu.md.j2"
 ANSWERS = RobotAnswers(
@@ -88,7 +89,7 @@ def _stored_size(message: Message, signed: bool) -> int:
     return len(orjson.dumps(feishu_payload(message, _SIGNATURE_STAND_IN if signed else None)))
 
 
-class FeishuChannel:
+class FeishuChannel(RobotChannel[FeishuConfig]):
     """One `feishu_configs` entry of one receiver."""
 
     integration = "feishu"
@@ -98,14 +99,8 @@ class FeishuChannel:
                  timeout: float = REQUEST_TIMEOUT_S) -> None:
         if config.url is None:
             raise ValueError("a Feishu config without a url (the config loader requires one)")
-        self.config = config
-        self.receiver = receiver
-        self.index = index
-        self.session = session
-        self.clock = clock
-        self.renderer = renderer
-        self.timeout = timeout
-        self.send_resolved = config.send_resolved
+        super().__init__(config, receiver=receiver, index=index, session=session, clock=clock,
+                         renderer=renderer, timeout=timeout)
         self._url = config.url.get_secret_value()
 
     @property

@@ -18,14 +18,21 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import Any, Generic, TypeVar
 
+import aiohttp
+
+from monitor.clock import Clock
+from monitor.config_notify import IntegrationConfig
 from monitor.notify.channels.base import Delivery
 from monitor.notify.channels.http import HttpOutcome
 from monitor.notify.model import Notification
 from monitor.notify.render import Renderer, TemplateError
 
 log = logging.getLogger(__name__)
+
+REQUEST_TIMEOUT_S = 10.0
+ConfigT = TypeVar("ConfigT", bound=IntegrationConfig)
 
 DEFAULT_TITLE = (
     '[{{ "FIRING:%d"|format(firing|length) if firing else "RESOLVED" }}] '
@@ -237,3 +244,20 @@ class RobotAnswers:
         if code in self.transient_codes:
             return Delivery.transient(reason, detail, self.retry_after)
         return Delivery.permanent(reason, detail)
+
+
+class RobotChannel(Generic[ConfigT]):
+    """What every chat-robot channel holds: its config entry, where it belongs (receiver,
+    index), and the session, clock and renderer it sends with."""
+
+    def __init__(self, config: ConfigT, *, receiver: str, index: int,
+                 session: aiohttp.ClientSession, clock: Clock, renderer: Renderer,
+                 timeout: float = REQUEST_TIMEOUT_S) -> None:
+        self.config = config
+        self.receiver = receiver
+        self.index = index
+        self.session = session
+        self.clock = clock
+        self.renderer = renderer
+        self.timeout = timeout
+        self.send_resolved = config.send_resolved

@@ -29,7 +29,9 @@ from monitor.config_notify import WecomConfig
 from monitor.notify.channels.base import Delivery, Message, RateLimit
 from monitor.notify.channels.http import post_json
 from monitor.notify.channels.robot import (
+    REQUEST_TIMEOUT_S,
     RobotAnswers,
+    RobotChannel,
     Section,
     clip_values,
     fit_notification,
@@ -44,7 +46,6 @@ from monitor.notify.render import Renderer
 WEBHOOK_ENDPOINT = "https://qyapi.weixin.qq.com/cgi-bin/webhook/send"
 MAX_MARKDOWN_BYTES = 4096
 MAX_TEXT_BYTES = 2048
-REQUEST_TIMEOUT_S = 10.0
 LIMITS = (RateLimit(count=20, per_seconds=60.0),)
 TEMPLATE = "wecom.md.j2"
 ANSWERS = RobotAnswers(
@@ -85,7 +86,7 @@ def _content_limit(message: Message) -> int:
     return MAX_MARKDOWN_BYTES if message["msgtype"] == "markdown" else MAX_TEXT_BYTES
 
 
-class WecomChannel:
+class WecomChannel(RobotChannel[WecomConfig]):
     """One `wecom_configs` entry of one receiver."""
 
     integration = "wecom"
@@ -94,14 +95,8 @@ class WecomChannel:
                  session: aiohttp.ClientSession, clock: Clock, renderer: Renderer,
                  timeout: float = REQUEST_TIMEOUT_S,
                  endpoint: str = WEBHOOK_ENDPOINT) -> None:
-        self.config = config
-        self.receiver = receiver
-        self.index = index
-        self.session = session
-        self.clock = clock
-        self.renderer = renderer
-        self.timeout = timeout
-        self.send_resolved = config.send_resolved
+        super().__init__(config, receiver=receiver, index=index, session=session, clock=clock,
+                         renderer=renderer, timeout=timeout)
         if config.key is not None:
             key = config.key.get_secret_value()
             self._url = f"{endpoint}?key={quote(key, safe='')}"
