@@ -25,6 +25,7 @@ from smtp_servers import CertFiles, common_name, make_certificate, server_tls_co
 
 from monitor.clock import FakeClock
 from monitor.config_notify import AlertmanagerForwardConfig, TlsConfig, WebhookConfig
+from monitor.notify.channels import tls as tls_module
 from monitor.notify.channels.alertmanager import AlertmanagerChannel
 from monitor.notify.channels.http import post_json
 from monitor.notify.channels.tls import http_tls_context
@@ -233,13 +234,26 @@ async def test_a_key_that_will_not_load_is_a_permanent_tls_failure(
 
 
 async def test_the_context_is_built_once_per_channel(
-        https: HttpsServer, certs: Certs, session: aiohttp.ClientSession) -> None:
+        https: HttpsServer, certs: Certs, session: aiohttp.ClientSession,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    built: list[ssl.SSLContext | None] = []
+    real = tls_module.http_tls_context
+
+    def counting(config: TlsConfig) -> ssl.SSLContext | None:
+        built.append(real(config))
+        return built[-1]
+
+    monkeypatch.setattr(tls_module, "http_tls_context", counting)
     channel = webhook(session, https.base, trusted(certs))
     assert (await channel.deliver(channel.render(notification()))).ok
-    first = channel._tls_context()
     assert (await channel.deliver(channel.render(notification()))).ok
-    assert channel._tls_context() is first is not None
+    assert len(built) == 1 and built[0] is not None
     assert len(https.bodies["/hook"]) == 2
+    # A default tls_config (aiohttp's own verification) is decided once too.
+    plain = webhook(session, https.base)
+    for _ in range(2):
+        assert not (await plain.deliver(plain.render(notification()))).ok
+    assert len(built) == 2 and built[1] is None
 
 
 async def test_alertmanager_forwarding_honours_tls_config(

@@ -18,22 +18,19 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import ssl
 
 import aiohttp
 
-from monitor import __version__
 from monitor.clock import Clock
 from monitor.config_notify import AlertmanagerForwardConfig
 from monitor.notify.channels.base import Delivery, Message, RateLimit
 from monitor.notify.channels.http import HttpOutcome, post_json
-from monitor.notify.channels.tls import http_tls_context, load_failure
+from monitor.notify.channels.tls import HttpClientSettings
 from monitor.notify.model import Notification, NotifyAlert, rfc3339
 from monitor.notify.render import Renderer
 
 RESEND_DELAY_S = 60.0  # Prometheus's --rules.alert.resend-delay default
 RESOLVED_RESEND_S = 15 * 60.0  # Prometheus keeps sending a resolved alert this long
-USER_AGENT = f"inferwatch/{__version__}"
 
 
 def ends_at_for(alert: NotifyAlert, now: float, eval_interval: float = 0.0) -> float:
@@ -84,7 +81,7 @@ class AlertmanagerChannel:
         self._session = session
         self._clock = clock
         self._renderer = renderer
-        self._tls: ssl.SSLContext | None = None
+        self._http = HttpClientSettings(config.http_config)
 
     @property
     def rate_key(self) -> str:
@@ -102,27 +99,17 @@ class AlertmanagerChannel:
         return {"alerts": postable_alerts(notification, self.eval_interval)}
 
     async def deliver(self, message: Message) -> Delivery:
-        headers = {"User-Agent": USER_AGENT}
-        authorization = self.config.http_config.authorization_header()
-        if authorization is not None:
-            headers["Authorization"] = authorization
+        http = self._http
         try:
-            context = self._tls_context()
-        except OSError as exc:  # ssl.SSLError included: a key or certificate that will not load
-            return load_failure(self.config.http_config.tls_config, exc,
-                                key="http_config.tls_config")
-        server_name = self.config.http_config.tls_config.server_name
-        endpoints = self.config.alerts_endpoints()
+            context = http.tls()
+        except OSError as exc:  # a key or certificate that will not load
+            return http.tls_failure(exc)
+        headers = http.headers()
         outcomes = await asyncio.gather(*(
             post_json(self._session, url, message["alerts"], timeout=self.config.timeout,
-                      headers=headers, ssl=context, server_hostname=server_name)
-            for url in endpoints))
+                      headers=headers, ssl=context, server_hostname=http.server_name)
+            for url in self.config.alerts_endpoints()))
         return combine(outcomes)
-
-    def _tls_context(self) -> ssl.SSLContext | None:
-        if self._tls is None:
-            self._tls = http_tls_context(self.config.http_config.tls_config)
-        return self._tls
 
 
 def combine(outcomes: list[HttpOutcome]) -> Delivery:

@@ -15,8 +15,11 @@ from __future__ import annotations
 
 import ssl
 
-from monitor.config_notify import TlsConfig
+from monitor import __version__
+from monitor.config_notify import HttpClientConfig, TlsConfig
 from monitor.notify.channels.base import Delivery
+
+USER_AGENT = f"inferwatch/{__version__}"
 
 
 class _ServerNameContext(ssl.SSLContext):
@@ -67,3 +70,35 @@ def load_failure(config: TlsConfig, exc: OSError, *, key: str) -> Delivery:
         ("ca_file", config.ca_file), ("cert_file", config.cert_file),
         ("key_file", config.key_file)) if path is not None)
     return Delivery.permanent("tls", f"{key} will not load ({files}): {exc}")
+
+
+class HttpClientSettings:
+    """A receiver's `http_config` as each request uses it: its headers, and its TLS context,
+    built on the first send and kept for the channel's life (a reload builds new channels)."""
+
+    def __init__(self, config: HttpClientConfig) -> None:
+        self.config = config
+        self._context: ssl.SSLContext | None = None
+        self._built = False
+
+    def headers(self) -> dict[str, str]:
+        headers = {"User-Agent": USER_AGENT}
+        authorization = self.config.authorization_header()
+        if authorization is not None:
+            headers["Authorization"] = authorization
+        return headers
+
+    @property
+    def server_name(self) -> str | None:
+        return self.config.tls_config.server_name
+
+    def tls(self) -> ssl.SSLContext | None:
+        """None for aiohttp's default verification; OSError (ssl.SSLError included) when a
+        certificate or key will not load."""
+        if not self._built:
+            self._context = http_tls_context(self.config.tls_config)
+            self._built = True
+        return self._context
+
+    def tls_failure(self, exc: OSError) -> Delivery:
+        return load_failure(self.config.tls_config, exc, key="http_config.tls_config")

@@ -15,23 +15,20 @@ from __future__ import annotations
 
 import hashlib
 import re
-import ssl
 from collections.abc import Mapping
 from typing import Any
 
 import aiohttp
 
-from monitor import __version__
 from monitor.clock import Clock
 from monitor.config_notify import WebhookConfig
 from monitor.notify.channels.base import Delivery, Message, RateLimit
 from monitor.notify.channels.http import post_json
-from monitor.notify.channels.tls import http_tls_context, load_failure
+from monitor.notify.channels.tls import HttpClientSettings
 from monitor.notify.model import Notification, rfc3339
 from monitor.notify.render import Renderer
 
 WEBHOOK_VERSION = "4"
-USER_AGENT = f"inferwatch/{__version__}"
 _REGEXP_SPECIAL = re.compile(r"([\\.+*?()|\[\]{}^$])")
 
 
@@ -88,7 +85,7 @@ class WebhookChannel:
         self._session = session
         self._clock = clock
         self._renderer = renderer
-        self._tls: ssl.SSLContext | None = None
+        self._http = HttpClientSettings(config.http_config)
 
     def _url(self) -> str:
         assert self.config.url is not None  # required by WebhookConfig
@@ -110,21 +107,12 @@ class WebhookChannel:
                                external_url=self._renderer.external_url)
 
     async def deliver(self, message: Message) -> Delivery:
-        headers = {"User-Agent": USER_AGENT}
-        authorization = self.config.http_config.authorization_header()
-        if authorization is not None:
-            headers["Authorization"] = authorization
+        http = self._http
         try:
-            context = self._tls_context()
-        except OSError as exc:  # ssl.SSLError included: a key or certificate that will not load
-            return load_failure(self.config.http_config.tls_config, exc,
-                                key="http_config.tls_config")
+            context = http.tls()
+        except OSError as exc:  # a key or certificate that will not load
+            return http.tls_failure(exc)
         outcome = await post_json(self._session, self._url(), message,
-                                  timeout=self.config.timeout, headers=headers, ssl=context,
-                                  server_hostname=self.config.http_config.tls_config.server_name)
+                                  timeout=self.config.timeout, headers=http.headers(),
+                                  ssl=context, server_hostname=http.server_name)
         return Delivery.sent() if outcome.ok else outcome.failure()
-
-    def _tls_context(self) -> ssl.SSLContext | None:
-        if self._tls is None:
-            self._tls = http_tls_context(self.config.http_config.tls_config)
-        return self._tls
