@@ -18,7 +18,6 @@ minute while firing and for 15 minutes after resolving — and the Alertmanager 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -42,6 +41,7 @@ from monitor.notify.routing import (
     route_key,
 )
 from monitor.notify.silences import SilenceStore
+from monitor.notify.wakeup import wait_for_news
 from monitor.storage import StateStore
 
 log = logging.getLogger(__name__)
@@ -153,15 +153,7 @@ class Dispatcher:
             except Exception:  # a defect must cost one pass, never the dispatcher
                 log.exception("dispatcher: unexpected error")
                 wait = IDLE_WAKE_S
-            self._wake.clear()
-            waiter = asyncio.ensure_future(self._wake.wait())
-            stopper = asyncio.ensure_future(stop.wait())
-            await asyncio.wait({waiter, stopper}, timeout=max(0.005, wait),
-                               return_when=asyncio.FIRST_COMPLETED)
-            for task in (waiter, stopper):
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
+            await wait_for_news(self._wake, stop, max(0.005, wait))
 
     def flush_due(self) -> float:
         """Flush every group that is due; the seconds until the next one is."""

@@ -19,7 +19,6 @@ rate-limited queue backs up, its waiting messages are merged into one (the chann
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import random
 from collections.abc import Callable, Mapping
@@ -31,6 +30,7 @@ from monitor.clock import Clock
 from monitor.metrics import families as fam
 from monitor.metrics.store import MetricStore
 from monitor.notify.channels.base import Channel, Delivery, Message
+from monitor.notify.wakeup import wait_for_news
 from monitor.storage import StateStore
 
 log = logging.getLogger(__name__)
@@ -110,15 +110,7 @@ class Outbox:
             except Exception:  # a defect must cost one pass, never the delivery loop
                 log.exception("outbox: unexpected error; retrying in %.0f s", IDLE_WAKE_S)
                 wait = IDLE_WAKE_S
-            self._wake.clear()
-            waiter = asyncio.ensure_future(self._wake.wait())
-            stopper = asyncio.ensure_future(stop.wait())
-            await asyncio.wait({waiter, stopper}, timeout=max(0.01, wait),
-                               return_when=asyncio.FIRST_COMPLETED)
-            for task in (waiter, stopper):
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
+            await wait_for_news(self._wake, stop, max(0.01, wait))
 
     async def send_due(self) -> float:
         """Deliver what is due in every queue; the seconds until something is due again."""
