@@ -96,7 +96,7 @@ async def visit_async(
 ) -> PageVisit:
     binary = require_chromium()
     with tempfile.TemporaryDirectory(prefix="inferwatch-chromium-") as profile:
-        process = subprocess.Popen(  # noqa: S603 - a fixed binary and fixed flags
+        process = subprocess.Popen(
             [binary, *FLAGS, f"--user-data-dir={profile}", "about:blank"],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
