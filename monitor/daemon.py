@@ -36,6 +36,7 @@ from monitor.alerting.state import AlertStateStore
 from monitor.api.alertmanager import add_alertmanager_api
 from monitor.api.app import TokenHolder, create_app
 from monitor.api.prom import add_prometheus_api
+from monitor.api.status import add_status_page
 from monitor.clock import Clock, SystemClock
 from monitor.config import Config, load_config
 from monitor.cost.budgets import BudgetTracker
@@ -62,6 +63,7 @@ from monitor.slo.model import Slo
 from monitor.slo.service import TICK_EVERY_S as SLO_EVERY_S
 from monitor.slo.service import SloService
 from monitor.slo.spec import load_slo_files
+from monitor.status_snapshot import DaemonStatus
 from monitor.storage import StateStore
 from monitor.tsdb.scrape import InternalScraper
 from monitor.tsdb.store import SeriesStore
@@ -188,7 +190,8 @@ class Daemon:
             build.set(build.key((__version__,)), 1.0)
             self.ledger = Ledger(state=self._state_store,
                                  prices=PriceTable.load(self.config.cost.pricing_files),
-                                 config=self.config.cost, store=self.store)
+                                 config=self.config.cost, store=self.store,
+                                 user_label=self.config.metrics.user_label)
             self.budgets = BudgetTracker(self.config.cost, state=self._state_store,
                                          store=self.store, clock=self.clock,
                                          evaluation_interval=self.config.evaluation_interval)
@@ -257,6 +260,7 @@ class Daemon:
                            clock=self.clock)
         if self.notify is not None:
             add_alertmanager_api(app, notify=self.notify, clock=self.clock)
+        add_status_page(app, source=DaemonStatus(self))
         self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
         await self._runner.setup()
         site = web.TCPSite(self._runner, server.listen_host, server.listen_port,
