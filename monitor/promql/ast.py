@@ -7,7 +7,8 @@ refused at parse time by name. Durations and offsets are milliseconds.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, replace
 from enum import Enum
 
 from monitor.tsdb.store import Matcher
@@ -228,3 +229,22 @@ def reach_ms(expr: Expr, lookback_ms: int) -> int:
     if isinstance(expr, SubqueryExpr):
         return max(0, expr.offset_ms) + expr.range_ms + reach_ms(expr.expr, lookback_ms)
     return max((reach_ms(child, lookback_ms) for child in children(expr)), default=0)
+
+
+def map_selectors(expr: Expr, change: Callable[[VectorSelector], VectorSelector]) -> Expr:
+    """`expr` with `change` applied to every vector selector (those of ranges included)."""
+    if isinstance(expr, VectorSelector):
+        return change(expr)
+    if isinstance(expr, MatrixSelector):
+        return replace(expr, selector=change(expr.selector))
+    if isinstance(expr, SubqueryExpr | UnaryExpr | ParenExpr):
+        return replace(expr, expr=map_selectors(expr.expr, change))
+    if isinstance(expr, Call):
+        return replace(expr, args=tuple(map_selectors(arg, change) for arg in expr.args))
+    if isinstance(expr, AggregateExpr):
+        param = None if expr.param is None else map_selectors(expr.param, change)
+        return replace(expr, expr=map_selectors(expr.expr, change), param=param)
+    if isinstance(expr, BinaryExpr):
+        return replace(expr, lhs=map_selectors(expr.lhs, change),
+                       rhs=map_selectors(expr.rhs, change))
+    return expr
