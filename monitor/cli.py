@@ -181,6 +181,14 @@ def cmd_export_rules(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_export_dashboards(args: argparse.Namespace) -> int:
+    from monitor.grafana import write_dashboards  # noqa: PLC0415
+
+    for path in write_dashboards(Path(args.out)):
+        print(path)
+    return 0
+
+
 def print_error(exc: Exception) -> None:
     """Each problem on its own line, each line prefixed, so any one of them reads alone."""
     for line in str(exc).splitlines() or [type(exc).__name__]:
@@ -286,6 +294,11 @@ def _add_notify_commands(commands: Commands[argparse.ArgumentParser]) -> None:
                               help=f"config file (default $INFERWATCH_CONFIG or {DEFAULT_CONFIG})")
     export_rules.add_argument("--out", required=True, help="directory to write the files to")
     export_rules.set_defaults(handler=cmd_export_rules)
+    export_dashboards = export_what.add_parser(
+        "dashboards", help="the Grafana dashboards (the JSON files of dashboards/)")
+    export_dashboards.add_argument("--out", required=True,
+                                   help="directory to write the files to")
+    export_dashboards.set_defaults(handler=cmd_export_dashboards)
 
     cost = commands.add_parser("cost", help="token spend from the ledger")
     cost_what = cost.add_subparsers(dest="what", metavar="ACTION", required=True)

@@ -12,6 +12,11 @@ Amounts are `Decimal`, stored as text, never a float. A request whose model has 
 its time, or whose price is in a currency with no exchange rate, is recorded with no amount,
 counted in `cost_unpriced_requests_total{model}`, and warned about once per model.
 
+Beside the spend (`cost_total`), `cost_cache_savings_total` counts what the requests' prompt
+cache hits saved: those input tokens at the cache-miss price minus at the cache-hit price,
+with the same discount and currency conversion. With `metrics.user_label` both counters
+carry the request's `user` (when the log names one), as the request families do.
+
 Duplicates: a request id already charged in the same source within DEDUP_WINDOW_S (by event
 time; at least the last DEDUP_MAX_IDS ids per source, at most twice that between trims) is not
 charged again. The window is read back from the ledger rows at start-up, so a restart does not
@@ -96,6 +101,7 @@ class LedgerBatch:
     daily: dict[DayKey, DailyTotals] = field(default_factory=dict)
     new_ids: dict[str, dict[str, float]] = field(default_factory=dict)
     entries: list[LedgerEntry] = field(default_factory=list)
+    saved: dict[tuple[str, str, str], Decimal] = field(default_factory=dict)  # source, model, user
     duplicates: int = 0
 
 
@@ -127,11 +133,13 @@ class Ledger:
     """Prices the requests of priced sources and records them with each checkpoint."""
 
     def __init__(self, *, state: StateStore, prices: PriceTable, config: CostConfig,
-                 store: MetricStore) -> None:
+                 store: MetricStore, user_label: bool = False) -> None:
         self.state = state
         self.prices = prices
         self.config = config
+        self.user_label = user_label
         self._cost = store.register(fam.COST)
+        self._saved = store.register(fam.COST_CACHE_SAVINGS)
         self._unpriced = store.register(fam.COST_UNPRICED_REQUESTS)
         self._days = LocalDays(config.timezone)
         self._warned: set[str] = set()
@@ -229,12 +237,15 @@ class Ledger:
                         continue
                     new_ids[request_id] = event.timestamp
                 self._add(batch, source, model_override or event.model, event, currency)
-        spent: dict[tuple[str, str], Decimal] = {}
-        for (_, source, model, _), totals in batch.daily.items():
+        spent: dict[tuple[str, str, str], Decimal] = {}
+        for (_, source, model, user), totals in batch.daily.items():
             if totals.requests > totals.unpriced:
-                spent[source, model] = EXACT.add(spent.get((source, model), ZERO), totals.amount)
-        for (source, model), amount in spent.items():
-            self._cost.inc(self._cost.key((source, model, currency)), float(amount))
+                key = (source, model, user if self.user_label else "")
+                spent[key] = EXACT.add(spent.get(key, ZERO), totals.amount)
+        for family, amounts in ((self._cost, spent), (self._saved, batch.saved)):
+            for (source, model, user), amount in amounts.items():
+                extra = (("user", user),) if user else ()
+                family.inc(family.key((source, model, currency), extra), float(amount))
         if batch.duplicates:
             log.info("ledger: %d duplicate request id(s) not charged again", batch.duplicates)
         return batch
@@ -280,6 +291,10 @@ class Ledger:
             return
         totals.amount = EXACT.add(totals.amount, amount)
         batch.entries.append(LedgerEntry(t, source, model, user, amount))
+        saved = self._cache_savings(model, event, t, currency)
+        if saved is not None:
+            saved_key = (source, model, user if self.user_label else "")
+            batch.saved[saved_key] = EXACT.add(batch.saved.get(saved_key, ZERO), saved)
 
     def _price_span(self, model: str, t: float) -> tuple[Price | None, float, float]:
         """The table's row for `model` at t and how long it holds, cached per model so a
@@ -314,6 +329,21 @@ class Ledger:
                               f"cost.exchange_rates has no rate to {currency}; "
                               "its requests are counted as unpriced")
         return converted
+
+    def _cache_savings(self, model: str, event: RequestEvent, t: float,
+                       currency: str) -> Decimal | None:
+        """What the request's cache-hit tokens cost less than at the miss price (after
+        `_amount` priced it, so its price span is cached); None when nothing was saved."""
+        hit = event.cache_hit_tokens
+        if hit is None and event.cache_miss_tokens is not None:
+            hit = max((event.input_tokens or 0) - event.cache_miss_tokens, 0)
+        cached = self._price_cache.get(model)
+        if not hit or cached is None or cached[0] is None:
+            return None
+        price = cached[0]
+        saved = EXACT.subtract(price.cost(0, hit, 0, t), price.cost(hit, 0, 0, t))
+        converted = convert(saved, price.currency, currency, self.config.exchange_rates)
+        return converted if converted is not None and converted > 0 else None
 
     def _warn(self, model: str, message: str) -> None:
         if model not in self._warned and len(self._warned) < 10_000:

@@ -125,6 +125,11 @@ COST = FamilySpec(
     help="Spend computed from the price table for the requests of priced sources (the ledger "
          "holds the exact amounts).",
 )
+COST_CACHE_SAVINGS = FamilySpec(
+    name="cost_cache_savings", kind=Kind.COUNTER, labels=("source", "model", "currency"),
+    help="What prompt-cache hits saved: the hit input tokens at the cache-miss price minus at "
+         "the cache-hit price.",
+)
 COST_UNPRICED_REQUESTS = FamilySpec(
     name="cost_unpriced_requests", kind=Kind.COUNTER, labels=("model",),
     help="Requests of priced sources with no price for their model and time (or no exchange "

@@ -70,8 +70,10 @@ class FakeTailer:
 
 class Rig:
     def __init__(self, directory: Path, *, prices: str = PRICES, timezone: str = "UTC",
-                 rates: dict[str, str] | None = None, currency: str = "CNY") -> None:
+                 rates: dict[str, str] | None = None, currency: str = "CNY",
+                 user_label: bool = False) -> None:
         self.directory = directory
+        self.user_label = user_label
         directory.mkdir(parents=True, exist_ok=True)
         price_file = directory / "prices.yml"
         price_file.write_text(prices)
@@ -88,7 +90,7 @@ class Rig:
         self.state = StateStore(self.directory / "state")
         self.store = MetricStore()
         self.ledger = Ledger(state=self.state, prices=self.table, config=self.config,
-                             store=self.store)
+                             store=self.store, user_label=self.user_label)
         self.ledger.listeners.append(self.entries.extend)
         self.writer = CheckpointWriter(self.state, self.store, self.clock, self.ledger)
         self.pipeline = SourcePipeline(
