@@ -217,6 +217,7 @@ async def run_demo(*, directory: Path, duration: float, listen: str,
             base = daemon.listen_url
             print(f"inferwatch demo: logs in {directory / 'logs'}, state in "
                   f"{directory / 'state'}")
+            print(f"  status page    {base}/   rules: {base}/rules")
             print(f"  metrics        {base}/metrics")
             print(f"  health         {base}/-/healthy   ready: {base}/-/ready")
             print(f"  alerts         {base}/api/v1/alerts   query: {base}/api/v1/query?query=up")
