@@ -14,6 +14,8 @@ from pathlib import Path
 from typing import Any
 
 import orjson
+import pytest
+from conftest import DaemonProcess
 
 SCRIPT = "<script>alert(1)</script>"
 IMG = '"><img src=x onerror=alert(1)>'
@@ -30,6 +32,7 @@ ALLOWED_ATTRS = frozenset({"lang", "charset", "name", "content", "http-equiv", "
                            "class", "id", "style", "role", "aria-label", "scope"})
 WAIT_S = 30.0
 POLL_S = 0.1
+SLO_FILE = Path(__file__).resolve().parent.parent / "rules" / "slos" / "inference.yml"
 
 
 class MarkupCollector(HTMLParser):
@@ -169,3 +172,18 @@ def page_shows_everything(html: str) -> bool:
     threshold alert: the rules have run and the budget has been evaluated."""
     return ("ErrorsByService" in html and "BudgetThresholdCrossed" in html
             and "NeverFiresYet" in html)
+
+
+def wait_for_page(daemon: DaemonProcess, headers: dict[str, str] | None = None) -> str:
+    """`/` once it shows everything (`page_shows_everything`); fails after WAIT_S."""
+    deadline = time.monotonic() + WAIT_S
+    body = ""
+    while time.monotonic() < deadline:
+        response = daemon.get("/", headers=headers)
+        assert response.status == 200, response.body
+        body = response.body
+        if page_shows_everything(body):
+            return body
+        time.sleep(POLL_S)
+    pytest.fail(f"the page did not show the alerts within {WAIT_S} s:\n{body}\n"
+                f"{daemon.log_text()}")

@@ -20,30 +20,16 @@ from status_page_checks import (
     HOSTILE_MODEL,
     HOSTILE_SERVICE,
     POLL_S,
+    SLO_FILE,
     WAIT_S,
     assert_no_injected_markup,
     hostile_daemon_config,
     page_shows_everything,
     silence_body,
+    wait_for_page,
 )
 
-REPO = Path(__file__).resolve().parent.parent
-SLO_FILE = REPO / "rules" / "slos" / "inference.yml"
 TOKEN = "status-page-token"
-
-
-def wait_for_page(daemon: DaemonProcess, headers: dict[str, str] | None = None) -> str:
-    deadline = time.monotonic() + WAIT_S
-    body = ""
-    while time.monotonic() < deadline:
-        response = daemon.get("/", headers=headers)
-        assert response.status == 200, response.body
-        body = response.body
-        if page_shows_everything(body):
-            return body
-        time.sleep(POLL_S)
-    pytest.fail(f"the page did not show the alerts within {WAIT_S} s:\n{body}\n"
-                f"{daemon.log_text()}")
 
 
 def post_silence(daemon: DaemonProcess, headers: dict[str, str]) -> None:
@@ -100,6 +86,7 @@ def test_status_page_of_a_running_daemon(
     assert 'sum by (service, model) (inferwatch_requests_total{status="error"}) > 0' \
         in rules_text
     assert "record service:requests:sum" in rules_text and "for 1h" in rules_text
+    assert "every 200ms" in rules_text
     assert daemon.terminate() == 0
 
 

@@ -23,6 +23,7 @@ import jinja2
 from aiohttp import web
 
 from monitor.api.status_model import BudgetRow, StatusSnapshot, StatusSource
+from monitor.units import format_duration
 
 DEFAULT_REFRESH_S = 10
 DASH = "—"
@@ -122,6 +123,14 @@ def quoted(value: object) -> str:
     return f'"{text}"'
 
 
+def config_duration(seconds: object) -> str:
+    """A configured duration as it is written in the config (`200ms`, `1h30m`, `30d`)."""
+    finite = _finite(seconds)
+    if finite is None or abs(finite) >= 1e12:
+        return DASH if finite is None else duration(finite)
+    return format_duration(finite)
+
+
 def bar_width(ratio: object) -> str:
     """A CSS width from a ratio, clamped to 0-100 %."""
     finite = _finite(ratio)
@@ -208,6 +217,7 @@ def environment() -> jinja2.Environment:
         trim_blocks=True, lstrip_blocks=True)
     env.filters.update({"number": number, "percent": percent, "bytes": binary_bytes,
                         "count": count, "duration": duration, "width": bar_width,
+                        "config_duration": config_duration,
                         "quoted": quoted})
     env.globals.update({"budget_bar": budget_bar, "level_of": level_of})
     return env

@@ -25,6 +25,7 @@ from monitor.api.status import (
     bar_width,
     binary_bytes,
     budget_bar,
+    config_duration,
     duration,
     number,
     percent,
@@ -314,6 +315,8 @@ def test_number(value: object, expected: str) -> None:
 def test_the_other_formatters_never_raise() -> None:
     assert duration(3725) == "1h 2m" and duration(5) == "5s" and duration(0) == "0s"
     assert duration(-90) == "-1m 30s" and duration(math.nan) == "—" and duration(1e300) == "ages"
+    assert config_duration(0.2) == "200ms" and config_duration(5400) == "1h30m"
+    assert config_duration(math.nan) == "—" and config_duration(1e300) == "ages"
     assert binary_bytes(0) == "0 B" and binary_bytes(1536) == "1.5 KiB"
     assert binary_bytes(1e30) == "867361737988.4 EiB" and binary_bytes(math.nan) == "NaN"
     assert percent(0.125) == "12.5 %" and percent(None) == "—" and percent(math.inf) == "+Inf"
