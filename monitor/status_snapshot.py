@@ -52,6 +52,9 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 BUDGET_ALERTS = frozenset({THRESHOLD_ALERT, FORECAST_ALERT, SURGE_ALERT})
+# A page for people: past this many alerts (a label exploding into series, say) the rest are
+# counted, not shown; the APIs list them all.
+MAX_ALERTS_SHOWN = 300
 _STATE_RANK = {"pending": 1, "firing": 2}
 T = TypeVar("T")
 # Alerts with their full label sets (the rows leave alertname out).
@@ -326,12 +329,14 @@ class DaemonStatus:
                         if not alert.resolved_at(now) and alert.fingerprint not in known]
 
             alerts = alerts + section("budget and SLO alerts", others, LabelledAlerts())
-            alerts = section("silences of alerts",
-                             lambda: [(self._suppression(row, labels, now), labels)
-                                      for row, labels in alerts], alerts)
             silences = section("silences", lambda: _silence_rows(notify, now), ())
         alerts.sort(key=lambda item: (-_STATE_RANK[item[0].state], item[0].name,
                                       item[0].labels))
+        shown = alerts[:MAX_ALERTS_SHOWN]
+        if notify is not None:
+            shown = section("silences of alerts",
+                            lambda: [(self._suppression(row, labels, now), labels)
+                                     for row, labels in shown], shown)
         budget_list: tuple[BudgetRow, ...] = () if budgets is None else section(
             "budgets", lambda: budget_rows(budgets, alerts), ())
         slo_list: tuple[SloRow, ...] = () if slos is None else section(
@@ -341,7 +346,8 @@ class DaemonStatus:
             uptime_s=math.nan, ready=False))
         return StatusSnapshot(
             taken_at=now, timezone=daemon.config.cost.timezone, daemon=daemon_row,
-            alerts=tuple(row for row, _ in alerts), rule_groups=rule_rows, silences=silences,
+            alerts=tuple(row for row, _ in shown), alerts_left_out=len(alerts) - len(shown),
+            rule_groups=rule_rows, silences=silences,
             budgets=budget_list, slos=slo_list,
             sources=section("sources", lambda: source_rows(daemon), ()),
             gpus=section("GPUs", lambda: gpu_rows(daemon.store), ()),

@@ -22,6 +22,7 @@ from monitor.metrics.store import MetricStore
 from monitor.notify.model import NotifyAlert
 from monitor.promql.values import Labels
 from monitor.status_snapshot import (
+    MAX_ALERTS_SHOWN,
     DaemonStatus,
     anchor,
     dispatcher_alert,
@@ -209,3 +210,17 @@ def test_a_daemon_with_nothing_configured_renders_its_empty_states() -> None:
     assert (snapshot.alerts, snapshot.rule_groups, snapshot.budgets, snapshot.slos,
             snapshot.sources, snapshot.gpus, snapshot.notes) == ((),) * 7
     assert "No alert is firing." in render_status(snapshot)
+
+
+def test_past_the_cap_alerts_are_counted_not_shown() -> None:
+    many = {a.labels: a for a in (_alert("Many", "firing" if i % 2 else "pending", float(i),
+                                         series=str(i)) for i in range(MAX_ALERTS_SHOWN + 7))}
+    group = Group("g", "f", [AlertingRule("Many", "x", active=many)], [Health()])
+    daemon = _stand_in_daemon(MetricStore(), None)
+    daemon.rules = SimpleNamespace(groups=[group])
+    snapshot = DaemonStatus(daemon).snapshot()
+    assert len(snapshot.alerts) == MAX_ALERTS_SHOWN and snapshot.alerts_left_out == 7
+    assert snapshot.alerts[0].state == "firing" and snapshot.alerts[-1].state == "pending"
+    html = render_status(snapshot)
+    assert "7 more alerts not shown" in html
+    assert html.count('id="alert-Many"') == 1

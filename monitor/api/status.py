@@ -22,7 +22,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 import jinja2
 from aiohttp import web
 
-from monitor.api.status_model import BudgetRow, StatusSnapshot, StatusSource
+from monitor.api.status_model import AlertRow, BudgetRow, StatusSnapshot, StatusSource
 from monitor.units import format_duration
 
 DEFAULT_REFRESH_S = 10
@@ -231,10 +231,14 @@ def render(template: str, snapshot: StatusSnapshot, *, refresh_s: int,
 
 
 def render_status(snapshot: StatusSnapshot, *, refresh_s: int = DEFAULT_REFRESH_S) -> str:
-    firing = [a for a in snapshot.alerts if a.state == "firing"]
-    pending = [a for a in snapshot.alerts if a.state == "pending"]
-    return render("status.html.j2", snapshot, refresh_s=refresh_s, firing=firing,
-                  pending=pending)
+    # The first card of each alert name carries id="alert-<name>": notifications link there.
+    named: set[str] = set()
+    cards: dict[str, list[tuple[AlertRow, bool]]] = {"firing": [], "pending": []}
+    for alert in snapshot.alerts:
+        cards.setdefault(alert.state, []).append((alert, alert.name not in named))
+        named.add(alert.name)
+    return render("status.html.j2", snapshot, refresh_s=refresh_s, firing=cards["firing"],
+                  pending=cards["pending"])
 
 
 def render_rules(snapshot: StatusSnapshot, *, refresh_s: int = DEFAULT_REFRESH_S) -> str:

@@ -146,7 +146,8 @@ class StatusSnapshot:
     taken_at: float  # epoch seconds
     timezone: str  # IANA name the page shows times in
     daemon: DaemonRow
-    alerts: tuple[AlertRow, ...] = ()
+    alerts: tuple[AlertRow, ...] = ()  # firing first, then pending
+    alerts_left_out: int = 0  # pending or firing alerts beyond the ones in `alerts`
     rule_groups: tuple[RuleGroupRow, ...] = ()
     silences: tuple[SilenceRow, ...] = ()
     budgets: tuple[BudgetRow, ...] = ()
