@@ -117,19 +117,22 @@ class QueryClient:
 
 
 class PrometheusServer:
-    """A Prometheus over existing blocks, for queries only; stopped on exit."""
+    """A Prometheus over existing blocks, for queries only (or scraping what `config`, a
+    prometheus.yml text, lists); stopped on exit."""
 
-    def __init__(self, binary: str, tsdb: Path, workdir: Path) -> None:
+    def __init__(self, binary: str, tsdb: Path, workdir: Path,
+                 config: str | None = None) -> None:
         self.binary = binary
         self.tsdb = tsdb
         self.workdir = workdir
+        self.config = config or "global:\n  evaluation_interval: 1m\nscrape_configs: []\n"
         self.port = free_loopback_port()
         self.process: subprocess.Popen[bytes] | None = None
         self.startup_s = 0.0
 
     def __enter__(self) -> PrometheusServer:
         config = self.workdir / "prometheus.yml"
-        config.write_text("global:\n  evaluation_interval: 1m\nscrape_configs: []\n")
+        config.write_text(self.config)
         log = (self.workdir / "prometheus.log").open("wb")
         started = time.perf_counter()
         self.process = subprocess.Popen(

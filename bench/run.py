@@ -24,13 +24,17 @@ samplers section (bench/samplers_bench.py): CPU of one sampling tick (host, 8 fa
 5 processes, 3 probes) and of the idle daemon over 60 s, beside node_exporter; and last the
 slo section (bench/slo_bench.py): one SLO tick with 20 SLOs over 30 days of minutes at two
 traffic levels and over 500 / 5,000 series beside its queries alone, and SQLite bytes per
-SLO-month beside a minimal integer table.
+SLO-month beside a minimal integer table; and the scrape section (bench/scrape_bench.py):
+`/metrics` render time and size at 5k series beside prometheus_client's own metrics, in
+process and over HTTP, and a real Prometheus's `scrape_duration_seconds` of the daemon beside
+node_exporter's, scraped every 1 s for 30 s, with each target's samples per scrape.
 
-Flags: --only ingest|rules|page|cost|samplers|slo, --lines, --rss-lines, --repeat, --seed, --quick,
---no-rss, --no-idle, --profile N, --json PATH; for the rules section --rule-series,
+Flags: --only ingest|rules|page|cost|samplers|slo|scrape, --lines, --rss-lines, --repeat,
+--seed, --quick, --no-rss, --no-idle, --profile N, --json PATH; for the rules section --rule-series,
 --rule-history, --range-series, --no-prometheus; for the cost section --api-lines,
 --report-rows; for the samplers section --sampler-ticks, --sampler-idle-window; for the slo
-section --slo-ticks.
+section --slo-ticks; for the scrape section --scrape-series, --scrape-renders,
+--scrape-window.
 Exits 0 whatever the figures; 2 on bad usage.
 """
 
@@ -63,6 +67,9 @@ from rules_bench import add_arguments as add_rules_arguments
 from samplers_bench import SamplersBenchConfig, run_samplers
 from samplers_bench import add_arguments as add_samplers_arguments
 from samplers_bench import config_from as samplers_config_from
+from scrape_bench import ScrapeBenchConfig, run_scrape
+from scrape_bench import add_arguments as add_scrape_arguments
+from scrape_bench import config_from as scrape_config_from
 from slo_bench import SloBenchConfig, run_slo
 from slo_bench import add_arguments as add_slo_arguments
 from slo_bench import config_from as slo_config_from
@@ -309,17 +316,19 @@ def profile_catchup(data: Dataset, scratch: Path, top: int) -> None:
 
 def parse_args(argv: Sequence[str] | None
                ) -> tuple[argparse.Namespace, RulesConfig, CostBenchConfig, SamplersBenchConfig,
-                          SloBenchConfig]:
+                          SloBenchConfig, ScrapeBenchConfig]:
     parser = argparse.ArgumentParser(
         description="Ingest throughput of inferwatch vs mtail and a bare orjson loop, and "
                     "its memory after a large catch-up; then rule evaluation and query_range "
                     "beside a real Prometheus; time to page; the cost ledger's price at "
                     "ingest and `cost report` over a year; the CPU of a sampling tick and of "
-                    "the idle daemon; the cost of an SLO tick and SQLite bytes per SLO-month. "
+                    "the idle daemon; the cost of an SLO tick and SQLite bytes per SLO-month; "
+                    "the cost of a /metrics scrape at 5k series beside node_exporter's. "
                     "Figures are ratios within one run.")
-    parser.add_argument("--only", choices=("ingest", "rules", "page", "cost", "samplers", "slo"),
-                        help="run one section (default: all six: ingest, rules, page, cost, "
-                             "samplers, slo)")
+    parser.add_argument("--only", choices=("ingest", "rules", "page", "cost", "samplers", "slo",
+                                           "scrape"),
+                        help="run one section (default: all seven: ingest, rules, page, cost, "
+                             "samplers, slo, scrape)")
     parser.add_argument("--incidents", type=int, default=DEFAULT_INCIDENTS,
                         help="incidents in the time-to-page section (default %(default)s)")
     parser.add_argument("--lines", type=int, help=f"lines in the timed log "
@@ -343,6 +352,7 @@ def parse_args(argv: Sequence[str] | None
     add_cost_arguments(parser)
     add_samplers_arguments(parser)
     add_slo_arguments(parser)
+    add_scrape_arguments(parser)
     args = parser.parse_args(argv)
     defaults = ((QUICK_LINES, QUICK_RSS_LINES, 1) if args.quick
                 else (DEFAULT_LINES, DEFAULT_RSS_LINES, DEFAULT_REPEAT))
@@ -352,7 +362,8 @@ def parse_args(argv: Sequence[str] | None
     if min(args.lines, args.rss_lines, args.repeat, args.incidents) <= 0:
         parser.error("--lines, --rss-lines, --repeat and --incidents must be positive")
     return (args, config_from(args, parser), cost_config_from(args, parser),
-            samplers_config_from(args, parser), slo_config_from(args, parser))
+            samplers_config_from(args, parser), slo_config_from(args, parser),
+            scrape_config_from(args, parser))
 
 
 def run_ingest(args: argparse.Namespace) -> dict[str, Any]:
@@ -381,7 +392,8 @@ def run_ingest(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args, rules_config, cost_config, samplers_config, slo_config = parse_args(argv)
+    args, rules_config, cost_config, samplers_config, slo_config, scrape_config = \
+        parse_args(argv)
     document: dict[str, Any] = {}
     if args.only in (None, "ingest"):
         document.update(run_ingest(args))
@@ -411,6 +423,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             print("\n" + "=" * 100 + "\n")
         with tempfile.TemporaryDirectory(prefix="inferwatch-slo-bench-") as scratch:
             document["slo"] = run_slo(slo_config, Path(scratch))
+    if args.only in (None, "scrape"):
+        if args.only is None:
+            print("\n" + "=" * 100 + "\n")
+        with tempfile.TemporaryDirectory(prefix="inferwatch-scrape-bench-") as scratch:
+            document["scrape"] = run_scrape(scrape_config, Path(scratch))
     if args.json is not None:
         args.json.write_text(json.dumps(document, indent=2) + "\n")
         print(f"\nresults written to {args.json}")
