@@ -130,6 +130,8 @@ class RuleMetrics:
 
     def evaluated(self, group: RuleGroup) -> None:
         self.durations.set(self.durations.key((group.name,)), group.last_duration_s)
+        # From 0, as Prometheus's own counter: a healthy group shows 0, not "no data".
+        self.failures.get(self.failures.key((group.name,)))
 
     def alert_counts(self, groups: Sequence[RuleGroup]) -> None:
         counts: dict[tuple[str, str], int] = {}
