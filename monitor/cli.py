@@ -172,6 +172,14 @@ def cmd_cost_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_report(args: argparse.Namespace) -> int:
+    from monitor.report.command import run_report  # noqa: PLC0415
+
+    sys.stdout.write(run_report(args.logs, since=args.since, output=args.format,
+                                config_path=args.config))
+    return 0
+
+
 def cmd_export_rules(args: argparse.Namespace) -> int:
     from monitor.config import load_config  # noqa: PLC0415
     from monitor.export_rules import export_rules  # noqa: PLC0415
@@ -316,6 +324,27 @@ def _add_notify_commands(commands: Commands[argparse.ArgumentParser]) -> None:
     cost_report.add_argument("--by", choices=("model", "user", "source"), default="model")
     cost_report.add_argument("--format", choices=("table", "json", "csv"), default="table")
     cost_report.set_defaults(handler=cmd_cost_report)
+
+    from monitor.report import HELP_EPILOG  # noqa: PLC0415 - a string, nothing heavy
+
+    report = commands.add_parser(
+        "report", help="offline analysis of log files: latency percentiles, throughput, "
+                       "errors, cost and trend, recommendations",
+        description="Offline analysis of inference and api_usage log files (plain, rotated "
+                    "or compressed): requests, latency/TTFT/throughput percentiles overall "
+                    "and per model, tokens, error classes per hour, cost per day with its "
+                    "trend, the slowest requests by request_id, and recommendations.",
+        epilog=HELP_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    report.add_argument("--logs", nargs="+", required=True, metavar="GLOB",
+                        help="log files or shell globs (quote them to let inferwatch expand)")
+    report.add_argument("--since", type=_duration, metavar="DUR",
+                        help="only requests of the last DUR (Prometheus duration, e.g. 24h, 7d)")
+    report.add_argument("--format", choices=("text", "json", "html"), default="text",
+                        help="output format (default text); html is one self-contained file")
+    report.add_argument("--config", metavar="PATH",
+                        help="take cost.currency, timezone, pricing_files and exchange_rates "
+                             "from this config file (default: CNY, UTC, the bundled prices)")
+    report.set_defaults(handler=cmd_report)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
