@@ -20,6 +20,7 @@ import contextlib
 import itertools
 import os
 import shutil
+import signal
 import subprocess
 import tempfile
 from dataclasses import dataclass, field
@@ -95,18 +96,21 @@ async def visit_async(
     url: str, screenshot: Path, *, width: int = 1280, height: int = 900, timeout_s: float = 30
 ) -> PageVisit:
     binary = require_chromium()
-    with tempfile.TemporaryDirectory(prefix="inferwatch-chromium-") as profile:
+    with tempfile.TemporaryDirectory(prefix="inferwatch-chromium-",
+                                     ignore_cleanup_errors=True) as profile:
         process = subprocess.Popen(
             [binary, *FLAGS, f"--user-data-dir={profile}", "about:blank"],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
+            start_new_session=True,  # its renderers and helpers are killed with it
         )
         try:
             return await asyncio.wait_for(
                 _drive(Path(profile), url, screenshot, width, height, process), timeout_s
             )
         finally:
-            process.kill()
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGKILL)
             process.wait(timeout=10)
 
 
