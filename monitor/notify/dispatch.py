@@ -79,7 +79,10 @@ class Dispatcher:
         self.channels = channels
         self.external_url = external_url
         self.alerts: dict[str, NotifyAlert] = {}
-        self.groups: dict[str, AggregationGroup] = {}
+        # By (route path, group key): sibling routes with the same matchers share Alertmanager's
+        # group key string but are separate groups there (one per route), each notifying its own
+        # receiver.
+        self.groups: dict[tuple[str, str], AggregationGroup] = {}
         self._versions: dict[str, int] = {}
         self._forwarded: dict[tuple[ChannelId, str], _Forwarded] = {}
         self._failed = metrics.register(fam.NOTIFICATIONS_FAILED)
@@ -135,9 +138,9 @@ class Dispatcher:
         for route in matching_routes(self.tree, alert.labels):
             labels = group_labels(route, alert.labels)
             key = f"{route_key(route, self._parents)}:{format_labels(labels)}"
-            group = self.groups.get(key)
+            group = self.groups.get((route.path, key))
             if group is None:
-                group = self.groups[key] = AggregationGroup(
+                group = self.groups[route.path, key] = AggregationGroup(
                     key, route, labels, next_flush=now + route.group_wait)
             if not group.flushed and alert.starts_at + route.group_wait < now:
                 group.next_flush = min(group.next_flush, now)
@@ -185,7 +188,7 @@ class Dispatcher:
                     del group.alerts[alert.fingerprint]
                     del group.versions[alert.fingerprint]
         if not group.alerts:
-            del self.groups[group.key]
+            del self.groups[group.route.path, group.key]
 
     def _notify(self, group: AggregationGroup, shown: list[NotifyAlert],
                 firing: frozenset[str], resolved: frozenset[str], now: float) -> bool:

@@ -180,6 +180,37 @@ def test_continue_sends_to_every_matching_route_and_unmatched_go_to_the_root(
     rig.close()
 
 
+SIBLINGS_WITHOUT_MATCHERS = """
+notify:
+  route:
+    receiver: team
+    group_wait: 0s
+    routes:
+    - {receiver: oncall, continue: true}
+    - {receiver: tickets}
+  receivers:
+  - {name: team, webhook_configs: [{url: "http://127.0.0.1:9/team"}]}
+  - {name: oncall, webhook_configs: [{url: "http://127.0.0.1:9/oncall"}]}
+  - {name: tickets, webhook_configs: [{url: "http://127.0.0.1:9/tickets"}]}
+"""
+
+
+def test_sibling_routes_with_the_same_matchers_are_separate_groups(tmp_path: Path) -> None:
+    # Both routes' Alertmanager key is "{}/{}"; Alertmanager still keeps one group per route,
+    # so each receiver is notified.
+    channels = {name: ScriptedChannel() for name in ("team", "oncall", "tickets")}
+    rig = Rig(tmp_path, SIBLINGS_WITHOUT_MATCHERS,
+              channels={ChannelId(n, "webhook", 0): c for n, c in channels.items()})
+    rig.dispatcher.put([rig.firing("P", severity="page")])
+    rig.advance(0)
+    got = {name: sorted(a.name for n in c.rendered for a in n.alerts)
+           for name, c in channels.items()}
+    assert got == {"team": [], "oncall": ["P"], "tickets": ["P"]}
+    keys = {n.group_key for c in channels.values() for n in c.rendered}
+    assert keys == {"{}/{}:{}"}
+    rig.close()
+
+
 async def test_a_notification_is_queued_then_delivered(tmp_path: Path) -> None:
     rig = Rig(tmp_path)
     rig.dispatcher.put([rig.firing("A")])
