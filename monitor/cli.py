@@ -296,8 +296,9 @@ def _add_notify_commands(commands: Commands[argparse.ArgumentParser]) -> None:
     export = commands.add_parser("export", help="artefacts for a central Prometheus")
     export_what = export.add_subparsers(dest="what", metavar="WHAT", required=True)
     export_rules = export_what.add_parser(
-        "rules", help="the configured rule files and the SLO rules (Sloth-equivalent), "
-                      "for promtool and a central Prometheus")
+        "rules", help="Prometheus rule files for a central Prometheus: the configured and "
+                      "bundled rules, the budgets' and the SLOs' rules, every aggregation "
+                      "kept per instance")
     export_rules.add_argument("--config", default=_default_config_path(),
                               help=f"config file (default $INFERWATCH_CONFIG or {DEFAULT_CONFIG})")
     export_rules.add_argument("--out", required=True, help="directory to write the files to")
