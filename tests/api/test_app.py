@@ -122,6 +122,14 @@ async def test_metrics_is_text_format_by_default(client: Client) -> None:
     assert samples["inferwatch_log_lag_bytes", (("source", "api"),)] == 0
 
 
+async def test_metrics_is_gzipped_when_the_scraper_asks(client: Client) -> None:
+    plain = await client.get("/metrics", headers={"Accept-Encoding": "identity"})
+    assert "Content-Encoding" not in plain.headers
+    zipped = await client.get("/metrics", headers={"Accept-Encoding": "gzip"})
+    assert zipped.headers["Content-Encoding"] == "gzip"
+    assert await zipped.text() == await plain.text()  # the client inflates it
+
+
 @pytest.mark.parametrize("accept", ["text/plain", "*/*", "application/json"])
 async def test_metrics_other_accept_headers_get_text(client: Client, accept: str) -> None:
     response = await client.get("/metrics", headers={"Accept": accept})
