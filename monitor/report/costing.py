@@ -1,11 +1,19 @@
 """Cost in `inferwatch report`: `api_usage` requests priced as the daemon's ledger prices them.
 
 The same price table (the bundled `prices.yml`, plus `cost.pricing_files` when a config is
-given), the same lookup (the entry's row in force at the request's time, in `cost.currency`
-when listed, else converted with `cost.exchange_rates`), the same `request_cost` (hit, miss and
-output tokens, discount windows) and the same days (calendar days of `cost.timezone`, UTC by
-default). Amounts are exact decimals. A model without a price (or without an exchange rate)
-is counted as unpriced per model, never costed at 0.
+given), the same lookup (`PriceTable.price_span`: the entry's row in force at the request's
+time, in `cost.currency` when listed, else converted with `cost.exchange_rates`), the same
+token rules as `request_cost` (hit and miss from the cache split; neither known: all input is
+a miss; one known: the other is the rest of the input), the same discount windows and the
+same days (calendar days of `cost.timezone`, UTC by default). Amounts are exact decimals. A
+model without a price (or without an exchange rate) is counted as unpriced per model, never
+costed at 0.
+
+Pricing is deferred and grouped: each request adds its hit, miss and output tokens to a group
+of its (day, model, price row, discount factor), and each group is priced once, with
+`Price.cost`, when the results are read. A price is linear in the tokens and the arithmetic is
+exact, so this is the very amount that pricing each request and adding them up gives — at
+the cost of a few integer additions per request instead of Decimal arithmetic.
 
 The computed cost is the figure reported everywhere. A `cost` the line carries is summed
 beside it as `reported` (per day and in total, with the number of lines that carried one), so
@@ -19,38 +27,57 @@ are the days kept (MAX_DAYS newest; older ones fold into one `earlier` total).
 
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from decimal import Decimal
 
 from monitor.config_models import CostConfig
 from monitor.cost.ledger import DEDUP_MAX_IDS, DEDUP_WINDOW_S, EXACT, ZERO, LocalDays
-from monitor.cost.pricing import Price, PriceTable, convert, request_cost
+from monitor.cost.pricing import Price, PriceTable, convert
 from monitor.ingest.events import RequestEvent
 
-log = logging.getLogger(__name__)
-
 MAX_DAYS = 3660  # ten years of days; older days are folded together
-MAX_UNPRICED_MODELS = 1000  # distinct names listed; the rest are counted under "__overflow__"
+MAX_MODELS = 1000  # distinct names listed; the rest are counted under "__overflow__"
 PRICE_CACHE_MODELS = 10_000
 WHOLE_DAY_SLACK_S = 3600.0
+OVERFLOW = "__overflow__"
+_ONE = Decimal(1)
+
+# (model, id of the Price row or 0 when unpriced, discount factor) -> [requests, hit, miss,
+# output, a time inside the group (for the discount window)]
+GroupKey = tuple[str, int, Decimal]
 
 
 @dataclass(slots=True)
 class DayCost:
-    """The priced requests of one day (or of every folded day, for `earlier`)."""
+    """The requests of one day (or of every folded day, for `earlier`)."""
 
     requests: int = 0
-    unpriced: int = 0
-    amount: Decimal = ZERO
     reported: Decimal = ZERO
     reported_requests: int = 0
+    groups: dict[GroupKey, list[float]] = field(default_factory=dict)
+    # Filled in by `CostTally.settle`:
+    unpriced: int = 0
+    amount: Decimal = ZERO
+
+    def fold(self, other: DayCost) -> None:
+        self.requests += other.requests
+        self.reported = EXACT.add(self.reported, other.reported)
+        self.reported_requests += other.reported_requests
+        for key, (count, hit, miss, output, t) in other.groups.items():
+            mine = self.groups.get(key)
+            if mine is None:
+                self.groups[key] = [count, hit, miss, output, t]
+            else:
+                mine[0] += count
+                mine[1] += hit
+                mine[2] += miss
+                mine[3] += output
 
 
 @dataclass
 class CostTally:
-    """Prices `api_usage` events one at a time; the totals by day and by model."""
+    """Collects `api_usage` events; `settle()` prices them, by day and by model."""
 
     prices: PriceTable
     config: CostConfig
@@ -65,9 +92,12 @@ class CostTally:
         self._local_days = LocalDays(self.config.timezone)
         self._seen: dict[str, float] = {}
         self._newest = float("-inf")
-        self.first = float("inf")  # the first and last request priced: which days are whole
+        self.first = float("inf")  # the first and last request: which days are whole
         self.last = float("-inf")
         self._price_cache: dict[str, tuple[Price | None, float, float]] = {}
+        self._rows: dict[int, Price] = {}  # id -> price row, for the groups
+        self._models: set[str] = set()
+        self._settled = False
 
     def add(self, event: RequestEvent) -> None:
         t = event.timestamp
@@ -82,6 +112,7 @@ class CostTally:
                 self.duplicates += 1
                 return
             self._remember(request_id, t)
+        self._settled = False
         days = self._local_days
         day_name = days.day if days.start <= t < days.end else days(t)
         day = self.days.get(day_name)
@@ -95,18 +126,37 @@ class CostTally:
             day.reported = EXACT.add(day.reported, Decimal(reported))
             day.reported_requests += 1
         model = event.model
-        amount = self._amount(model, event, t)
-        if amount is None:
-            day.unpriced += 1
-            if model not in self.unpriced_by_model and (
-                    len(self.unpriced_by_model) >= MAX_UNPRICED_MODELS):
-                model = "__overflow__"
-            self.unpriced_by_model[model] = self.unpriced_by_model.get(model, 0) + 1
-            return
-        day.amount = EXACT.add(day.amount, amount)
-        if model not in self.by_model and len(self.by_model) >= MAX_UNPRICED_MODELS:
-            model = "__overflow__"
-        self.by_model[model] = EXACT.add(self.by_model.get(model, ZERO), amount)
+        if model not in self._models:
+            if len(self._models) >= MAX_MODELS:
+                model = OVERFLOW
+            self._models.add(model)
+        cached = self._price_cache.get(model)
+        if cached is None or not cached[1] <= t < cached[2]:
+            cached = self._price_span(model, t)
+        price = cached[0]
+        if price is None:
+            key: GroupKey = (model, 0, _ONE)
+            hit = miss = output = 0
+        else:
+            key = (model, id(price), price.factor_at(t) if price.discounts else _ONE)
+            hit, miss, output = priced_tokens(event)
+        group = day.groups.get(key)
+        if group is None:
+            day.groups[key] = [1, hit, miss, output, t]
+        else:
+            group[0] += 1
+            group[1] += hit
+            group[2] += miss
+            group[3] += output
+
+    def _price_span(self, model: str, t: float) -> tuple[Price | None, float, float]:
+        if len(self._price_cache) >= PRICE_CACHE_MODELS:
+            self._price_cache.clear()
+        found = self._price_cache[model] = self.prices.price_span(
+            model, t, currency=self.config.currency)
+        if found[0] is not None:
+            self._rows[id(found[0])] = found[0]
+        return found
 
     def _remember(self, request_id: str, t: float) -> None:
         seen = self._seen
@@ -121,39 +171,45 @@ class CostTally:
         names = sorted(self.days)
         earlier = self.earlier or DayCost()
         for name in names[:-MAX_DAYS]:
-            day = self.days.pop(name)
-            earlier.requests += day.requests
-            earlier.unpriced += day.unpriced
-            earlier.amount = EXACT.add(earlier.amount, day.amount)
-            earlier.reported = EXACT.add(earlier.reported, day.reported)
-            earlier.reported_requests += day.reported_requests
+            earlier.fold(self.days.pop(name))
         self.earlier = earlier
 
-    def _amount(self, model: str, event: RequestEvent, t: float) -> Decimal | None:
-        cached = self._price_cache.get(model)
-        if cached is None or not cached[1] <= t < cached[2]:
-            if len(self._price_cache) >= PRICE_CACHE_MODELS:
-                self._price_cache.clear()
-            cached = self._price_cache[model] = self.prices.price_span(
-                model, t, currency=self.config.currency)
-        price = cached[0]
+    # -- results --------------------------------------------------------------------------------
+
+    def settle(self) -> None:
+        """Price every group (see the module docstring); idempotent until the next `add`."""
+        if self._settled:
+            return
+        self.by_model = {}
+        self.unpriced_by_model = {}
+        for day in (*self.days.values(), *([self.earlier] if self.earlier else [])):
+            day.amount, day.unpriced = ZERO, 0
+            for (model, row, _), group in day.groups.items():
+                amount = self._group_amount(model, row, group)
+                if amount is None:
+                    count = int(group[0])
+                    day.unpriced += count
+                    self.unpriced_by_model[model] = self.unpriced_by_model.get(model, 0) + count
+                    continue
+                day.amount = EXACT.add(day.amount, amount)
+                self.by_model[model] = EXACT.add(self.by_model.get(model, ZERO), amount)
+        self._settled = True
+
+    def _group_amount(self, model: str, row: int, group: list[float]) -> Decimal | None:
+        price = self._rows.get(row)
         if price is None:
             return None
+        _, hit, miss, output, t = group
         try:
-            amount = request_cost(price, t, input_tokens=event.input_tokens,
-                                  cache_hit_tokens=event.cache_hit_tokens,
-                                  cache_miss_tokens=event.cache_miss_tokens,
-                                  output_tokens=event.output_tokens)
-        except (ArithmeticError, ValueError) as exc:  # one odd request, never the report
+            amount = price.cost(int(hit), int(miss), int(output), t)
+        except (ArithmeticError, ValueError) as exc:  # odd requests, never the report
             if len(self.priced_errors) < 10:
-                self.priced_errors.append(f"cannot price a request of {model!r}: {exc}")
+                self.priced_errors.append(f"cannot price requests of {model!r}: {exc}")
             return None
         if price.currency == self.config.currency:
             return amount
         return convert(amount, price.currency, self.config.currency,
                        self.config.exchange_rates)
-
-    # -- results --------------------------------------------------------------------------------
 
     @property
     def requests(self) -> int:
@@ -162,9 +218,11 @@ class CostTally:
 
     @property
     def unpriced(self) -> int:
+        self.settle()
         return sum(self.unpriced_by_model.values())
 
     def total(self) -> Decimal:
+        self.settle()
         total = self.earlier.amount if self.earlier else ZERO
         for day in self.days.values():
             total = EXACT.add(total, day.amount)
@@ -182,20 +240,18 @@ class CostTally:
     def daily(self) -> list[tuple[str, DayCost]]:
         """Every day from the first to the last with a request, in order; days in between
         without one appear with zeros (they cost nothing, and the trend must see that)."""
+        self.settle()
         if not self.days:
             return []
-        local = self._local_days
         names = sorted(self.days)
         found: list[tuple[str, DayCost]] = []
-        current = names[0]
-        last = names[-1]
+        current, last = names[0], names[-1]
         while True:
             found.append((current, self.days.get(current) or DayCost()))
             if current >= last or len(found) > MAX_DAYS:
                 break
-            current = _next_day(local, current)
+            current = _next_day(self._local_days, current)
         return found
-
 
     def is_whole(self, name: str) -> bool:
         """Whether the logs cover day `name` (YYYY-MM-DD) from its start to its end, to within
@@ -203,6 +259,19 @@ class CostTally:
         not (and would make a trend out of a partial day)."""
         start, end = _day_bounds(self._local_days, name)
         return self.first < start + WHOLE_DAY_SLACK_S and self.last >= end - WHOLE_DAY_SLACK_S
+
+
+def priced_tokens(event: RequestEvent) -> tuple[int, int, int]:
+    """(hit, miss, output) tokens as `request_cost` charges them: neither half of the cache
+    split known, all input is a miss; one known, the other is the rest of the input."""
+    hit, miss, inputs = event.cache_hit_tokens, event.cache_miss_tokens, event.input_tokens or 0
+    if hit is None:
+        hit = 0 if miss is None else max(inputs - miss, 0)
+        if miss is None:
+            miss = inputs
+    elif miss is None:
+        miss = max(inputs - hit, 0)
+    return hit, miss, event.output_tokens or 0
 
 
 def _day_bounds(days: LocalDays, name: str) -> tuple[float, float]:

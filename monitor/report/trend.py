@@ -26,7 +26,7 @@ import random
 from collections.abc import Sequence
 from dataclasses import dataclass
 from fractions import Fraction
-from math import exp, floor, inf, log, log1p, sqrt
+from math import inf, log, log1p, sqrt
 from typing import Generic, TypeVar
 
 TREND_DAYS = 90
@@ -125,15 +125,19 @@ class Reservoir(Generic[T]):
         self.items: list[T] = []
         self.seen = 0
         self._rng = random.Random(seed)  # noqa: S311 - sampling, not secrets
+        self._random = self._rng.random
+        self._inverse_size = 1.0 / size
         self._weight = 1.0
         self._next = size  # the index of the next item to take once the sample is full
         self._advance()
 
     def _advance(self) -> None:
-        rng = self._rng
-        self._weight *= exp(log(1.0 - rng.random()) / self.size)
+        # Li's algorithm L: the weight shrinks by U^(1/size) per item taken, and the number of
+        # items to skip before the next one taken is geometric in it.
+        random = self._random
+        self._weight *= (1.0 - random()) ** self._inverse_size
         scale = log1p(-self._weight) if self._weight < 1.0 else -inf
-        skip = floor(log(1.0 - rng.random()) / scale) if scale < 0.0 else 1 << 62
+        skip = int(log(1.0 - random()) / scale) if scale < 0.0 else 1 << 62
         self._next += skip + (1 if len(self.items) >= self.size else 0)
 
     def offer_many(self, items: Sequence[T]) -> None:
@@ -142,8 +146,9 @@ class Reservoir(Generic[T]):
         self.seen = start + len(items)
         if start < self.size:
             self.items.extend(items[: self.size - start])
+        random, size, taken = self._random, self.size, self.items
         while self._next < self.seen:
-            self.items[self._rng.randrange(self.size)] = items[self._next - start]
+            taken[int(random() * size)] = items[self._next - start]
             self._advance()
 
     def offer(self, item: T) -> None:
@@ -153,5 +158,5 @@ class Reservoir(Generic[T]):
             self.items.append(item)
             return
         if index == self._next:
-            self.items[self._rng.randrange(self.size)] = item
+            self.items[int(self._random() * self.size)] = item
             self._advance()

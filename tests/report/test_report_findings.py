@@ -13,6 +13,7 @@ import pytest
 from report_logs import START, theil_sen, write
 
 from monitor.clock import FakeClock
+from monitor.config_models import CostConfig
 from monitor.report.command import analyse
 from monitor.report.document import iso
 
@@ -166,3 +167,28 @@ def test_a_request_id_seen_twice_is_charged_once(tmp_path: Path) -> None:
     assert doc["requests"]["total"] == 3  # requests are lines, as the daemon counts them
     assert doc["cost"]["duplicate_requests"] == 1
     assert Decimal(doc["cost"]["total"]) == 2 * (1000 * Decimal(2) + 200 * Decimal(3)) / 10**6
+
+
+def test_discount_windows_and_exchange_rates_price_as_the_ledger(tmp_path: Path) -> None:
+    """deepseek-chat on 2025-03-01 (CNY 0.5/2/8, half price 16:30-00:30 UTC) and gpt-4o-mini
+    (USD 0.075/0.15/0.60) converted at 7.1 CNY/USD; prices typed in from the bundled table."""
+    day = 1_740_787_200.0  # 2025-03-01T00:00:00Z
+    lines, expected = [], Decimal(0)
+    for minute in range(0, 1440, 7):
+        t = day + minute * 60.0
+        lines.append(api_line(t, prompt=3000, hit=1024, completion=500))
+        factor = Decimal("0.5") if minute >= 16 * 60 + 30 or minute < 30 else Decimal(1)
+        expected += (1024 * Decimal("0.5") + 1976 * Decimal(2) + 500 * Decimal(8)) / 10**6 \
+            * factor
+        lines.append(api_line(t + 1.0, model="gpt-4o-mini", prompt=2000, hit=0,
+                              completion=100))
+        expected += (2000 * Decimal("0.15") + 100 * Decimal("0.60")) / 10**6 * Decimal("7.1")
+    write(tmp_path / "api.jsonl", lines)
+    cost = CostConfig(currency="CNY", exchange_rates={"USD": Decimal("7.1")})
+
+    doc = analyse([str(tmp_path / "api.jsonl")], clock=FakeClock(day + 2 * DAY), cost=cost)
+
+    assert Decimal(doc["cost"]["total"]) == expected
+    assert doc["cost"]["unpriced_requests"] == 0
+    without_rate = analyse([str(tmp_path / "api.jsonl")], clock=FakeClock(day + 2 * DAY))
+    assert without_rate["cost"]["unpriced_by_model"] == {"gpt-4o-mini": len(lines) // 2}
