@@ -434,6 +434,9 @@ class Config(ConfigModel):
     slo_files: tuple[GlobPattern, ...] = ()
     cost: CostConfig = Field(default_factory=CostConfig)
     notify: NotifyConfig = Field(default_factory=NotifyConfig)
+    # Prometheus's global.external_labels: added to the alerts forwarded to Alertmanager
+    # (alertmanager_configs) that lack them, so a fleet's hosts stay apart there.
+    external_labels: dict[LabelName, str] = Field(default_factory=dict)
 
     @model_validator(mode="before")
     @classmethod
@@ -450,6 +453,10 @@ class Config(ConfigModel):
             *duplicate_name_problems("sources", [s.name for s in self.sources], "source"),
             *duplicate_name_problems("probes", [p.name for p in self.probes], "probe"),
             *duplicate_name_problems("processes", [p.name for p in self.processes], "process"),
+            *((("external_labels", name), "label names starting with __ are reserved")
+              for name in self.external_labels if name.startswith("__")),
+            *((("external_labels", name), "must not be empty (an empty label is no label)")
+              for name, value in self.external_labels.items() if value == ""),
         ]
         if problems:
             raise config_problems(problems)

@@ -213,7 +213,8 @@ class Daemon:
             self.ingest.on_commit.append(self.prompt.poke)
             self.notify = NotifyService(self.config.notify, timezone=self.config.cost.timezone,
                                         state=self._state_store, clock=self.clock,
-                                        metrics=self.store)
+                                        metrics=self.store,
+                                        external_labels=self.config.external_labels)
             assert self.rules is not None
             self.rules.listeners.append(self.notify.on_rule_group)
             await self._start_http()
@@ -479,7 +480,7 @@ class Daemon:
             self.series.retention_ms = retention_ms(new, groups)
             self.rules.replace(groups)
         if self.notify is not None:
-            self.notify.configure(new.notify, new.cost.timezone)
+            self.notify.configure(new.notify, new.cost.timezone, new.external_labels)
         if self.ledger is not None:
             self.ledger.configure(prices, new.cost)
         if self.budgets is not None:

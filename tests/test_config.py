@@ -295,6 +295,17 @@ ERROR_CASES = {
               service: x
               status: y
         """, 7, "sources[0].labels.status", "set by inferwatch itself"),
+    "reserved external label": (
+        """\
+        external_labels:
+          host: gpu-7
+          __tenant: a
+        """, 3, "external_labels.__tenant", "starting with __ are reserved"),
+    "empty external label": (
+        """\
+        external_labels:
+          host: ""
+        """, 2, "external_labels.host", "must not be empty"),
     "probe timeout not below interval": (
         """\
         probes:

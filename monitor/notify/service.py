@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Mapping
 
 import aiohttp
 
@@ -29,9 +30,11 @@ HOUSEKEEPING_EVERY_S = 3600.0
 
 class NotifyService:
     def __init__(self, config: NotifyConfig, *, timezone: str, state: StateStore,
-                 clock: Clock, metrics: MetricStore) -> None:
+                 clock: Clock, metrics: MetricStore,
+                 external_labels: Mapping[str, str] | None = None) -> None:
         self.config = config
         self.timezone = timezone
+        self.external_labels = dict(external_labels or {})
         self.clock = clock
         self.state = state
         self.external_url = ""
@@ -50,13 +53,17 @@ class NotifyService:
         self.session = aiohttp.ClientSession(trust_env=True)
         self.configure(self.config, self.timezone)
 
-    def configure(self, config: NotifyConfig, timezone: str) -> None:
+    def configure(self, config: NotifyConfig, timezone: str,
+                  external_labels: Mapping[str, str] | None = None) -> None:
         self.config, self.timezone = config, timezone
+        if external_labels is not None:
+            self.external_labels = dict(external_labels)
         self.renderer = Renderer(timezone=timezone, external_url=self.external_url)
         self.dispatcher.external_url = self.external_url
         if self.session is not None:
             self.channels = build_channels(config, session=self.session, clock=self.clock,
-                                           renderer=self.renderer)
+                                           renderer=self.renderer,
+                                           external_labels=self.external_labels)
         self.dispatcher.configure(config)
 
     def on_rule_group(self, group: RuleGroup, t_ms: int) -> None:

@@ -33,7 +33,8 @@ async def send_test(config: Config, receiver_name: str) -> list[tuple[str, bool]
     results: list[tuple[str, bool]] = []
     async with aiohttp.ClientSession(trust_env=True) as session:
         channels = build_channels(config.notify, session=session, clock=clock,
-                                  renderer=Renderer(timezone=config.cost.timezone))
+                                  renderer=Renderer(timezone=config.cost.timezone),
+                                  external_labels=config.external_labels)
         for cid, channel in sorted(channels.items()):
             if cid.receiver != receiver.name:
                 continue

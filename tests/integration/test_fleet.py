@@ -122,9 +122,10 @@ def instances(alerts: Alerts, name: str) -> list[str | None]:
 
 
 def forwarded(alerts: Alerts) -> list[dict[str, Any]]:
-    """The alerts with the label set of host C's own budget alert (no `instance`: it did not
-    come through Prometheus)."""
-    return [a for a in alerts if a["labels"] == BUDGET_ALERT]
+    """The alerts with the label set of host C's own budget alert: its labels on the host
+    plus the `instance` host C's `external_labels` add (it did not come through Prometheus)."""
+    return [a for a in alerts if {k: v for k, v in a["labels"].items() if k != "instance"}
+            == BUDGET_ALERT and "instance" in a["labels"]]
 
 
 def test_an_incident_on_one_host_alerts_for_that_host_and_a_forwarded_alert_arrives_once(
@@ -166,6 +167,7 @@ def test_an_incident_on_one_host_alerts_for_that_host_and_a_forwarded_alert_arri
                 dirs["host-c"], ports["host-c"], fast_ingest, inference=False, api=True,
                 cost={"budgets": [{"name": "fleet-c", "period": "day", "limit": "0.001",
                                    "thresholds": ["0.5"]}]},
+                external_labels={"instance": instance["host-c"]},
                 notify={"route": {"receiver": "none", "routes": [
                             {"matchers": ['alertname=~"Budget.*|SpendSurge"'],
                              "receiver": "central"}]},
@@ -206,6 +208,7 @@ def test_an_incident_on_one_host_alerts_for_that_host_and_a_forwarded_alert_arri
 
             # Host C's own alert, forwarded: once, with the start the daemon gave it.
             [sent] = forwarded(alerts)
+            assert sent["labels"]["instance"] == instance["host-c"]
             own = daemons["host-c"].get("/api/v2/alerts")
             assert own.status == 200
             [local] = [a for a in json.loads(own.body)
@@ -225,5 +228,4 @@ def test_an_incident_on_one_host_alerts_for_that_host_and_a_forwarded_alert_arri
             [again] = forwarded(alerts)
             assert again["fingerprint"] == sent["fingerprint"]
             assert again["startsAt"] == sent["startsAt"]
-            assert [a for a in alerts if a["labels"].get("budget") == "fleet-c"
-                    and "instance" not in a["labels"]] == [again]
+            assert [a for a in alerts if a["labels"].get("budget") == "fleet-c"] == [again]

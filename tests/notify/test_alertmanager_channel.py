@@ -18,13 +18,14 @@ from aiohttp import web
 from aiohttp.test_utils import TestServer
 
 from monitor.clock import FakeClock
-from monitor.config_notify import AlertmanagerForwardConfig
+from monitor.config_notify import AlertmanagerForwardConfig, NotifyConfig
 from monitor.notify.channels.alertmanager import (
     RESEND_DELAY_S,
     RESOLVED_RESEND_S,
     AlertmanagerChannel,
     ends_at_for,
 )
+from monitor.notify.channels.registry import build_channels
 from monitor.notify.model import Notification, NotifyAlert
 from monitor.notify.render import Renderer
 
@@ -63,12 +64,13 @@ async def session() -> AsyncIterator[aiohttp.ClientSession]:
 
 
 def forwarder(session: aiohttp.ClientSession, *urls: str, eval_interval: float = 0.0,
+              external_labels: dict[str, str] | None = None,
               **extra: Any) -> AlertmanagerChannel:
     config = AlertmanagerForwardConfig.model_validate(
         {"urls": list(urls), "path_prefix": "/am", "timeout": "2s", **extra})
     return AlertmanagerChannel(config, receiver="central", index=0, session=session,
                                clock=FakeClock(T0), renderer=Renderer(),
-                               eval_interval=eval_interval)
+                               eval_interval=eval_interval, external_labels=external_labels)
 
 
 FIRING = NotifyAlert({"alertname": "DiskFull", "host": "gpu-1"}, {"summary": "97%"},
@@ -109,6 +111,31 @@ async def test_posts_the_postable_alerts_to_every_alertmanager(
     assert fake_am.bodies == [message["alerts"], message["alerts"]]
     assert fake_am.headers[0]["Authorization"] == "Bearer tok"
     assert fake_am.headers[0]["Content-Type"].startswith("application/json")
+
+
+def test_external_labels_are_added_unless_the_alert_has_them(
+        session: aiohttp.ClientSession) -> None:
+    channel = forwarder(session, "http://127.0.0.1:9",
+                        external_labels={"instance": "gpu-host-7:9464", "host": "ignored"})
+    [alert] = channel.render(notification(FIRING))["alerts"]
+    assert alert["labels"] == {"alertname": "DiskFull", "host": "gpu-1",
+                               "instance": "gpu-host-7:9464"}
+
+
+async def test_build_channels_gives_external_labels_to_alertmanager_forwarding_only(
+        session: aiohttp.ClientSession) -> None:
+    config = NotifyConfig.model_validate({
+        "route": {"receiver": "central"},
+        "receivers": [{"name": "central",
+                       "alertmanager_configs": [{"urls": ["http://127.0.0.1:9"]}],
+                       "webhook_configs": [{"url": "http://127.0.0.1:9/hook"}]}]})
+    channels = build_channels(config, session=session, clock=FakeClock(T0),
+                              renderer=Renderer(), external_labels={"instance": "h:1"})
+    by_integration = {cid.integration: channel for cid, channel in channels.items()}
+    [alert] = by_integration["alertmanager"].render(notification(FIRING))["alerts"]
+    assert alert["labels"]["instance"] == "h:1"
+    webhook = by_integration["webhook"].render(notification(FIRING))
+    assert "instance" not in orjson.dumps(webhook).decode()
 
 
 async def test_one_alertmanager_down_is_still_a_delivery(

@@ -12,12 +12,16 @@ otherwise transient if any failure was transient (5xx, 429, timeout, connection)
 if every one was permanent (e.g. 400 for alerts it rejects). One `http_config.tls_config`
 serves every URL; if its certificate or key will not load, nothing is sent and the failure is
 permanent (reason "tls").
+
+`external_labels` (the config's top-level key) are added to every alert that lacks them, as
+Prometheus adds its global external labels to the alerts it sends.
 """
 
 from __future__ import annotations
 
 import asyncio
 import hashlib
+from collections.abc import Mapping
 
 import aiohttp
 
@@ -46,13 +50,16 @@ def valid_until(now: float, eval_interval: float) -> float:
     return now + 4 * max(RESEND_DELAY_S, eval_interval)
 
 
-def postable_alerts(notification: Notification,
-                    eval_interval: float = 0.0) -> list[dict[str, object]]:
-    """The body of POST /api/v2/alerts (Alertmanager's `PostableAlerts`)."""
+def postable_alerts(notification: Notification, eval_interval: float = 0.0,
+                    external_labels: Mapping[str, str] | None = None,
+                    ) -> list[dict[str, object]]:
+    """The body of POST /api/v2/alerts (Alertmanager's `PostableAlerts`); an alert's own
+    labels win over external ones of the same name."""
     now = notification.now
+    external = dict(external_labels or {})
     return [
         {
-            "labels": dict(alert.labels),
+            "labels": {**external, **alert.labels},
             "annotations": dict(alert.annotations),
             "startsAt": rfc3339(alert.starts_at),
             "endsAt": rfc3339(ends_at_for(alert, now, eval_interval)),
@@ -72,8 +79,10 @@ class AlertmanagerChannel:
 
     def __init__(self, config: AlertmanagerForwardConfig, *, receiver: str, index: int,
                  session: aiohttp.ClientSession, clock: Clock, renderer: Renderer,
-                 eval_interval: float = 0.0) -> None:
+                 eval_interval: float = 0.0,
+                 external_labels: Mapping[str, str] | None = None) -> None:
         self.config = config
+        self.external_labels = dict(external_labels or {})
         self.receiver = receiver
         self.index = index
         self.send_resolved = config.send_resolved
@@ -96,7 +105,8 @@ class AlertmanagerChannel:
         return None
 
     def render(self, notification: Notification) -> Message:
-        return {"alerts": postable_alerts(notification, self.eval_interval)}
+        return {"alerts": postable_alerts(notification, self.eval_interval,
+                                          self.external_labels)}
 
     async def deliver(self, message: Message) -> Delivery:
         http = self._http

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+from collections.abc import Mapping
 from typing import Any
 
 import aiohttp
@@ -14,7 +15,7 @@ from monitor.notify.outbox import ChannelId
 from monitor.notify.render import Renderer
 
 # integration name -> (module, class); each class takes (config, *, receiver, index, session,
-# clock, renderer).
+# clock, renderer), and the Alertmanager one the external labels too.
 CHANNEL_CLASSES = {
     "dingtalk": ("monitor.notify.channels.dingtalk", "DingtalkChannel"),
     "wecom": ("monitor.notify.channels.wecom", "WecomChannel"),
@@ -31,11 +32,14 @@ def channel_class(integration: str) -> Any:
 
 
 def build_channels(config: NotifyConfig, *, session: aiohttp.ClientSession, clock: Clock,
-                   renderer: Renderer) -> dict[ChannelId, Channel]:
+                   renderer: Renderer, external_labels: Mapping[str, str] | None = None,
+                   ) -> dict[ChannelId, Channel]:
     channels: dict[ChannelId, Channel] = {}
     for receiver in config.receivers:
         for index, (integration, entry) in enumerate(receiver.integrations()):
+            extra = ({"external_labels": dict(external_labels or {})}
+                     if integration == "alertmanager" else {})
             channels[ChannelId(receiver.name, integration, index)] = channel_class(integration)(
                 entry, receiver=receiver.name, index=index, session=session, clock=clock,
-                renderer=renderer)
+                renderer=renderer, **extra)
     return channels
