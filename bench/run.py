@@ -27,14 +27,16 @@ traffic levels and over 500 / 5,000 series beside its queries alone, and SQLite 
 SLO-month beside a minimal integer table; and the scrape section (bench/scrape_bench.py):
 `/metrics` render time and size at 5k series beside prometheus_client's own metrics, in
 process and over HTTP, and a real Prometheus's `scrape_duration_seconds` of the daemon beside
-node_exporter's, scraped every 1 s for 30 s, with each target's samples per scrape.
+node_exporter's, scraped every 1 s for 30 s, with each target's samples per scrape; and the
+report section (bench/report_bench.py): `inferwatch report` lines/s over a 1M-line log beside
+the bare orjson loop and the daemon's decoders alone, and over an api_usage log.
 
-Flags: --only ingest|rules|page|cost|samplers|slo|scrape, --lines, --rss-lines, --repeat,
+Flags: --only ingest|rules|page|cost|samplers|slo|scrape|report, --lines, --rss-lines, --repeat,
 --seed, --quick, --no-rss, --no-idle, --profile N, --json PATH; for the rules section --rule-series,
 --rule-history, --range-series, --no-prometheus; for the cost section --api-lines,
 --report-rows; for the samplers section --sampler-ticks, --sampler-idle-window; for the slo
 section --slo-ticks; for the scrape section --scrape-series, --scrape-renders,
---scrape-window.
+--scrape-window; for the report section --report-log-lines.
 Exits 0 whatever the figures; 2 on bad usage.
 """
 
@@ -62,6 +64,9 @@ from mtail_peer import mtail_binary, mtail_version, prepare, run_mtail
 from page_bench import run_page
 from procs import BENCH_DIR, free_loopback_port, run_timed
 from report import Ratio, format_absolutes, format_ratios, medians, ratio
+from report_bench import ReportBenchConfig, run_report_bench
+from report_bench import add_arguments as add_report_arguments
+from report_bench import config_from as report_config_from
 from rules_bench import RulesConfig, config_from, run_rules
 from rules_bench import add_arguments as add_rules_arguments
 from samplers_bench import SamplersBenchConfig, run_samplers
@@ -316,7 +321,7 @@ def profile_catchup(data: Dataset, scratch: Path, top: int) -> None:
 
 def parse_args(argv: Sequence[str] | None
                ) -> tuple[argparse.Namespace, RulesConfig, CostBenchConfig, SamplersBenchConfig,
-                          SloBenchConfig, ScrapeBenchConfig]:
+                          SloBenchConfig, ScrapeBenchConfig, ReportBenchConfig]:
     parser = argparse.ArgumentParser(
         description="Ingest throughput of inferwatch vs mtail and a bare orjson loop, and "
                     "its memory after a large catch-up; then rule evaluation and query_range "
@@ -326,9 +331,9 @@ def parse_args(argv: Sequence[str] | None
                     "the cost of a /metrics scrape at 5k series beside node_exporter's. "
                     "Figures are ratios within one run.")
     parser.add_argument("--only", choices=("ingest", "rules", "page", "cost", "samplers", "slo",
-                                           "scrape"),
-                        help="run one section (default: all seven: ingest, rules, page, cost, "
-                             "samplers, slo, scrape)")
+                                           "scrape", "report"),
+                        help="run one section (default: all eight: ingest, rules, page, cost, "
+                             "samplers, slo, scrape, report)")
     parser.add_argument("--incidents", type=int, default=DEFAULT_INCIDENTS,
                         help="incidents in the time-to-page section (default %(default)s)")
     parser.add_argument("--lines", type=int, help=f"lines in the timed log "
@@ -353,6 +358,7 @@ def parse_args(argv: Sequence[str] | None
     add_samplers_arguments(parser)
     add_slo_arguments(parser)
     add_scrape_arguments(parser)
+    add_report_arguments(parser)
     args = parser.parse_args(argv)
     defaults = ((QUICK_LINES, QUICK_RSS_LINES, 1) if args.quick
                 else (DEFAULT_LINES, DEFAULT_RSS_LINES, DEFAULT_REPEAT))
@@ -363,7 +369,7 @@ def parse_args(argv: Sequence[str] | None
         parser.error("--lines, --rss-lines, --repeat and --incidents must be positive")
     return (args, config_from(args, parser), cost_config_from(args, parser),
             samplers_config_from(args, parser), slo_config_from(args, parser),
-            scrape_config_from(args, parser))
+            scrape_config_from(args, parser), report_config_from(args, parser))
 
 
 def run_ingest(args: argparse.Namespace) -> dict[str, Any]:
@@ -392,8 +398,8 @@ def run_ingest(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args, rules_config, cost_config, samplers_config, slo_config, scrape_config = \
-        parse_args(argv)
+    args, rules_config, cost_config, samplers_config, slo_config, scrape_config, \
+        report_config = parse_args(argv)
     document: dict[str, Any] = {}
     if args.only in (None, "ingest"):
         document.update(run_ingest(args))
@@ -428,6 +434,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             print("\n" + "=" * 100 + "\n")
         with tempfile.TemporaryDirectory(prefix="inferwatch-scrape-bench-") as scratch:
             document["scrape"] = run_scrape(scrape_config, Path(scratch))
+    if args.only in (None, "report"):
+        if args.only is None:
+            print("\n" + "=" * 100 + "\n")
+        document["report"] = run_report_bench(report_config)
     if args.json is not None:
         args.json.write_text(json.dumps(document, indent=2) + "\n")
         print(f"\nresults written to {args.json}")
