@@ -11,3 +11,6 @@ def test_example_config_validates() -> None:
     config = load_config(EXAMPLES / "inferwatch.yml")
     assert [s.name for s in config.sources] == ["inference", "api"]
     assert config.server.listens_on_loopback
+    # The README's install steps copy rules/*.yml and rules/slos/*.yml to these places.
+    assert config.rule_files == ("/etc/inferwatch/rules/*.yml",)
+    assert config.slo_files == ("/etc/inferwatch/slos/*.yml",)
