@@ -220,9 +220,7 @@ class Aggregator:
         counts.parsed += len(events)
         self.add_events(events)
         if priced:
-            add = self.cost.add
-            for event in events:
-                add(event)
+            self.cost.add(events)
 
     @staticmethod
     def _reject(line: bytes, reason: str, counts: FileCounts) -> None:
@@ -247,6 +245,14 @@ class Aggregator:
             columns = _Columns(events)
             self._add_to_model(self._stats(model), events, columns)
             self._add_to_bin(self.timeline.bin_for(first), events, columns)
+        elif int(first // width) == int(last // width):
+            # Several models, one bin: the bin gets the models' columns and cells merged.
+            merged = _Columns([])
+            for name, group in _grouped(events, models).items():
+                columns = _Columns(group)
+                self._add_to_model(self._stats(name), group, columns)
+                merged.merge(columns)
+            self._add_to_bin(self.timeline.bin_for(first), events, merged)
         else:
             for name, group in _grouped(events, models).items():
                 self._add_to_model(self._stats(name), group, _Columns(group))
@@ -294,7 +300,7 @@ class Aggregator:
             _count_into(time_bin.errors, columns.failed)
         if columns.cells is not None:
             time_bin.latency.add_cells(columns.latencies, columns.cells)
-        else:
+        elif columns.latencies:
             time_bin.latency.add_many(columns.latencies)
         time_bin.input_tokens += columns.input_tokens
         time_bin.output_tokens += columns.output_tokens
@@ -355,8 +361,25 @@ class _Columns:
         self.output_tokens = sum([e.output_tokens for e in events if e.output_tokens])
         self.cells: Counter[int] | None = None  # the latencies' cells, once counted
 
+    def merge(self, other: _Columns) -> None:
+        """Add another group's columns (whose cells are counted) to these."""
+        self.failed += other.failed
+        self.latencies += other.latencies
+        self.input_tokens += other.input_tokens
+        self.output_tokens += other.output_tokens
+        if other.cells is not None:
+            if self.cells is None:
+                self.cells = Counter()
+            self.cells.update(other.cells)
+
 
 def _grouped(events: list[RequestEvent], keys: list[K]) -> dict[K, list[RequestEvent]]:
+    """The events by key, in order. A few distinct keys (the usual case: two or three models,
+    one or two hours in a chunk) take one comprehension each, cheaper than a loop."""
+    distinct = set(keys)
+    if len(distinct) <= 4:
+        return {key: [e for e, k in zip(events, keys, strict=True) if k == key]
+                for key in sorted(distinct, key=keys.index)}
     groups: dict[K, list[RequestEvent]] = {}
     for key, event in zip(keys, events, strict=True):
         group = groups.get(key)

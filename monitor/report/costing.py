@@ -99,55 +99,69 @@ class CostTally:
         self._models: set[str] = set()
         self._settled = False
 
-    def add(self, event: RequestEvent) -> None:
-        t = event.timestamp
-        if t < self.first:  # noqa: PLR1730 - a comparison, not a call, per request
-            self.first = t
-        if t > self.last:  # noqa: PLR1730
-            self.last = t
-        request_id = event.request_id
-        if request_id is not None:
-            before = self._seen.get(request_id)
-            if before is not None and abs(t - before) <= DEDUP_WINDOW_S:
-                self.duplicates += 1
-                return
-            self._remember(request_id, t)
+    def add(self, events: list[RequestEvent]) -> None:  # noqa: PLR0915 - the per-line loop
+        """Collect a chunk of requests (one loop with everything bound locally: this runs for
+        every api_usage line)."""
+        if not events:
+            return
+        stamps = [e.timestamp for e in events]
+        self.first = min(self.first, *stamps)
+        self.last = max(self.last, *stamps)
         self._settled = False
-        days = self._local_days
-        day_name = days.day if days.start <= t < days.end else days(t)
-        day = self.days.get(day_name)
-        if day is None:
-            day = self.days[day_name] = DayCost()
-            if len(self.days) > 2 * MAX_DAYS:
-                self._fold_days()
-        day.requests += 1
-        reported = event.reported_cost
-        if reported is not None:
-            day.reported = EXACT.add(day.reported, Decimal(reported))
-            day.reported_requests += 1
-        model = event.model
-        if model not in self._models:
-            if len(self._models) >= MAX_MODELS:
-                model = OVERFLOW
-            self._models.add(model)
-        cached = self._price_cache.get(model)
-        if cached is None or not cached[1] <= t < cached[2]:
-            cached = self._price_span(model, t)
-        price = cached[0]
-        if price is None:
-            key: GroupKey = (model, 0, _ONE)
-            hit = miss = output = 0
-        else:
-            key = (model, id(price), price.factor_at(t) if price.discounts else _ONE)
-            hit, miss, output = priced_tokens(event)
-        group = day.groups.get(key)
-        if group is None:
-            day.groups[key] = [1, hit, miss, output, t]
-        else:
-            group[0] += 1
-            group[1] += hit
-            group[2] += miss
-            group[3] += output
+        seen = self._seen
+        window = DEDUP_WINDOW_S
+        local_days = self._local_days
+        all_days = self.days
+        models = self._models
+        price_cache = self._price_cache
+        one = _ONE
+        for event in events:
+            t = event.timestamp
+            request_id = event.request_id
+            if request_id is not None:
+                before = seen.get(request_id)
+                if before is not None and -window <= t - before <= window:
+                    self.duplicates += 1
+                    continue
+                seen[request_id] = t
+            day_name = (local_days.day if local_days.start <= t < local_days.end
+                        else local_days(t))
+            day = all_days.get(day_name)
+            if day is None:
+                day = all_days[day_name] = DayCost()
+            day.requests += 1
+            reported = event.reported_cost
+            if reported is not None:
+                day.reported = EXACT.add(day.reported, Decimal(reported))
+                day.reported_requests += 1
+            model = event.model
+            if model not in models:
+                if len(models) >= MAX_MODELS:
+                    model = OVERFLOW
+                models.add(model)
+            cached = price_cache.get(model)
+            if cached is None or not cached[1] <= t < cached[2]:
+                cached = self._price_span(model, t)
+            price = cached[0]
+            if price is None:
+                key: GroupKey = (model, 0, one)
+                hit = miss = output = 0
+            else:
+                key = (model, id(price), price.factor_at(t) if price.discounts else one)
+                hit, miss, output = priced_tokens(event)
+            group = day.groups.get(key)
+            if group is None:
+                day.groups[key] = [1, hit, miss, output, t]
+            else:
+                group[0] += 1
+                group[1] += hit
+                group[2] += miss
+                group[3] += output
+        self._newest = max(self._newest, self.last)
+        if len(seen) > 2 * DEDUP_MAX_IDS:
+            self._trim_ids()
+        if len(all_days) > 2 * MAX_DAYS:
+            self._fold_days()
 
     def _price_span(self, model: str, t: float) -> tuple[Price | None, float, float]:
         if len(self._price_cache) >= PRICE_CACHE_MODELS:
@@ -158,14 +172,11 @@ class CostTally:
             self._rows[id(found[0])] = found[0]
         return found
 
-    def _remember(self, request_id: str, t: float) -> None:
-        seen = self._seen
-        seen[request_id] = t
-        self._newest = max(t, self._newest)
-        if len(seen) > 2 * DEDUP_MAX_IDS:  # trimmed in bulk, as the ledger does
-            horizon = self._newest - DEDUP_WINDOW_S
-            kept = [(rid, when) for rid, when in seen.items() if when >= horizon]
-            self._seen = dict(kept[-DEDUP_MAX_IDS:])
+    def _trim_ids(self) -> None:
+        """Trimmed in bulk, as the ledger does: the newest DEDUP_MAX_IDS of the window."""
+        horizon = self._newest - DEDUP_WINDOW_S
+        kept = [(rid, when) for rid, when in self._seen.items() if when >= horizon]
+        self._seen = dict(kept[-DEDUP_MAX_IDS:])
 
     def _fold_days(self) -> None:
         names = sorted(self.days)
