@@ -4,7 +4,9 @@ accumulating, in memory that does not grow with the number of lines.
 Per line: the schema's decoder from `monitor.ingest.decoders` (the daemon's fast path, which
 falls back to the lenient parser of `schemas.py` exactly as ingestion does); a line it rejects
 is counted as malformed with its reason (blank lines are counted apart, as the daemon does);
-an unexpected exception in a parser costs that line, never the report.
+an unexpected exception in a parser costs that line, never the report. One rule more than the
+daemon's: a timestamp before 1970 or from the year 3000 on (ISO 8601 allows years 1 to 9999)
+is malformed here, as it is for epoch numbers, since the report counts by real hours and days.
 
 What is kept, and its bound:
 * per model (a line's `model`, the service name for `inference` lines without one): requests,
@@ -29,7 +31,7 @@ from dataclasses import dataclass, field
 from typing import TypeVar
 
 from monitor.ingest.events import RequestEvent
-from monitor.ingest.schemas import MalformedLine
+from monitor.ingest.schemas import MAX_EPOCH, MalformedLine
 from monitor.report.costing import CostTally
 from monitor.report.distribution import Distribution
 from monitor.report.trend import Reservoir
@@ -210,15 +212,25 @@ class Aggregator:
                                    f"in inferwatch, please report it): {exc}", counts)
         if not events:
             return
+        stamps = [e.timestamp for e in events]
+        if min(stamps) < 0.0 or max(stamps) >= MAX_EPOCH:
+            kept = [e for e in events if 0.0 <= e.timestamp < MAX_EPOCH]
+            counts.malformed += len(events) - len(kept)
+            if len(counts.reasons) < MAX_REASONS:
+                counts.reasons.append("timestamp: before 1970 or after 2999 (the report "
+                                      "counts by hour and day of real dates)")
+            events = kept
+            stamps = [e.timestamp for e in events]
         cutoff = self.cutoff
-        if cutoff != float("-inf"):
+        if stamps and min(stamps) < cutoff:
             kept = [e for e in events if e.timestamp >= cutoff]
             counts.before_since += len(events) - len(kept)
             events = kept
-            if not events:
-                return
+            stamps = [e.timestamp for e in events]
+        if not events:
+            return
         counts.parsed += len(events)
-        self.add_events(events)
+        self.add_events(events, stamps)
         if priced:
             self.cost.add(events)
 
@@ -231,9 +243,8 @@ class Aggregator:
         if len(counts.reasons) < MAX_REASONS:
             counts.reasons.append(reason)
 
-    def add_events(self, events: list[RequestEvent]) -> None:
-        """Accumulate events that passed the --since filter."""
-        stamps = [e.timestamp for e in events]
+    def add_events(self, events: list[RequestEvent], stamps: list[float]) -> None:
+        """Accumulate events that passed the --since filter (`stamps`: their timestamps)."""
         first, last = min(stamps), max(stamps)
         self.first = min(self.first, first)
         self.last = max(self.last, last)

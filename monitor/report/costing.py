@@ -249,17 +249,20 @@ class CostTally:
         return total, count
 
     def daily(self) -> list[tuple[str, DayCost]]:
-        """Every day from the first to the last with a request, in order; days in between
-        without one appear with zeros (they cost nothing, and the trend must see that)."""
+        """Every day with a request, in order, and the days in between without one (with
+        zeros: they cost nothing, and the trend must see that) — gaps filled within the last
+        MAX_DAYS days only, so a stray old timestamp cannot make the list long."""
         self.settle()
         if not self.days:
             return []
         names = sorted(self.days)
-        found: list[tuple[str, DayCost]] = []
-        current, last = names[0], names[-1]
+        last = names[-1]
+        window_start = _day_before(self._local_days, last, MAX_DAYS - 1)
+        found = [(name, self.days[name]) for name in names if name < window_start]
+        current = max(names[0], window_start)
         while True:
             found.append((current, self.days.get(current) or DayCost()))
-            if current >= last or len(found) > MAX_DAYS:
+            if current >= last:
                 break
             current = _next_day(self._local_days, current)
         return found
@@ -291,6 +294,13 @@ def _day_bounds(days: LocalDays, name: str) -> tuple[float, float]:
     start = datetime(day.year, day.month, day.day, tzinfo=days.zone).timestamp()
     end = datetime(following.year, following.month, following.day, tzinfo=days.zone)
     return start, end.timestamp()
+
+
+def _day_before(days: LocalDays, name: str, count: int) -> str:
+    """The calendar day `count` days before `name` (YYYY-MM-DD)."""
+    earlier = date.fromisoformat(name) - timedelta(days=count)
+    noon = datetime(earlier.year, earlier.month, earlier.day, 12, tzinfo=days.zone)
+    return days(noon.timestamp())
 
 
 def _next_day(days: LocalDays, name: str) -> str:
