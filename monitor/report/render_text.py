@@ -155,8 +155,9 @@ def _cost(document: Document) -> list[str]:
            f"({cost['unpriced_requests']:,} unpriced, {cost['duplicate_requests']:,} "
            "duplicate ids not charged again)"]
     if cost["reported_total"] is not None:
-        out.append(f"  the lines' own cost fields: {cost['reported_total']} {currency} over "
-                   f"{cost['reported_requests']:,} lines (not used for the totals)")
+        out.append(f"  the lines' own cost fields add up to {cost['reported_total']} over "
+                   f"{cost['reported_requests']:,} lines (in the gateway's currency; shown, "
+                   "not used for the totals)")
     if cost["by_model"]:
         out.append("  by model: " + ", ".join(f"{clean(m, MODEL_WIDTH)} {a}"
                                               for m, a in cost["by_model"].items()))

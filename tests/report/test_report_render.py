@@ -147,6 +147,16 @@ def test_the_command_line(tmp_path: Path,
     done = run_cli("report", "--logs", str(tmp_path / "logs" / "app.log"), "--since", "1x")
     assert done.returncode == 2 and "invalid duration" in done.stderr
 
+    config = tmp_path / "inferwatch.yml"
+    config.write_text("cost:\n  currency: USD\n  timezone: Asia/Shanghai\n")
+    write(tmp_path / "logs" / "usage.jsonl", [line.data for line in generated(
+        "api_usage", 50, seed=4, start=now - 600.0, spacing_s=1.0)])
+    done = run_cli("report", "--logs", str(tmp_path / "logs" / "usage.jsonl"), "--config",
+                   str(config), "--format", "json")
+    assert done.returncode == 0, done.stderr
+    cost = json.loads(done.stdout)["cost"]
+    assert (cost["currency"], cost["timezone"], cost["requests"]) == ("USD", "Asia/Shanghai", 50)
+
     done = run_cli("report", "--help")
     assert "nearest-rank" in done.stdout and "Theil-Sen" in done.stdout
 
