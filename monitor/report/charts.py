@@ -112,7 +112,7 @@ def _x_axis(chart: Chart, start: float, end: float) -> float:
     left, _, right, _ = chart.plot
     span = max(end - start, 1.0)
     scale = (right - left) / span
-    count = 6
+    count = 4  # five labels: room for "MM-DD HH:MM" at 13px even when the chart is narrow
     for index in range(count + 1):
         t = start + span * index / count
         anchor = "start" if index == 0 else "end" if index == count else "middle"
