@@ -30,10 +30,16 @@ _EPOCH_NAIVE = datetime(1970, 1, 1)  # naive timestamps are UTC by definition
 
 
 def epoch_seconds(value: datetime) -> float:
-    """Seconds since the epoch; a naive datetime is UTC."""
+    """Seconds since the epoch; a naive datetime is UTC. Outside 1970 to 3000 (the range of
+    epoch numbers) it is MalformedLine: day arithmetic in a time zone overflows near year 1 and
+    9999, and no request of this century is dated there."""
     if value.tzinfo is None:
-        return (value - _EPOCH_NAIVE).total_seconds()
-    return (value - _EPOCH_AWARE).total_seconds()
+        seconds = (value - _EPOCH_NAIVE).total_seconds()
+    else:
+        seconds = (value - _EPOCH_AWARE).total_seconds()
+    if 0.0 <= seconds < MAX_EPOCH:
+        return seconds
+    raise MalformedLine(f"timestamp: {value.isoformat()} out of range (1970 to 3000)")
 
 
 class MalformedLine(ValueError):

@@ -297,6 +297,18 @@ def test_lowercase_rfc3339_timestamp_gives_the_same_answer_on_both_paths() -> No
     assert_same("inference", b'{"timestamp":"2026-01-18t06:07:46z","duration_ms":5}')
 
 
+@pytest.mark.parametrize("stamp", [b"0001-01-01T00:00:00Z", b"9999-12-31T23:59:59Z",
+                                   b"1970-01-01T00:30:00+01:00"])
+@pytest.mark.parametrize("schema_name", ["inference", "api_usage"])
+def test_a_timestamp_outside_1970_to_3000_is_malformed_on_both_paths(
+        schema_name: str, stamp: bytes) -> None:
+    line = b'{"timestamp":"' + stamp + b'","model":"m","duration_ms":5}'
+    assert_same(schema_name, line)
+    decode = decode_inference if schema_name == "inference" else decode_api_usage
+    with pytest.raises(MalformedLine, match="out of range"):
+        decode(line)
+
+
 def test_reported_cost_keeps_the_digits_of_the_line_on_the_fast_path() -> None:
     line = b'{"timestamp":"2026-01-18T06:07:46Z","model":"m","cost":0.12345678901234567891}'
     assert decode_api_usage(line).reported_cost == "0.12345678901234567891"
