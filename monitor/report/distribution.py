@@ -35,6 +35,8 @@ from math import inf, ldexp
 CELLS_PER_OCTAVE = 128
 _SHIFT = 52 - 7  # of a double's 52 mantissa bits, keep the top 7 (and the exponent above)
 _BIAS = 1023
+# -0.0 is >= 0 but has the sign bit set: its key would be this, whose grid value overflows.
+_NEGATIVE_ZERO_KEY = 1 << (63 - _SHIFT)
 PERCENTILES = (50, 95, 99)
 MAX_RELATIVE_ERROR = 1.0 / (2 * CELLS_PER_OCTAVE)  # half a cell over its lower bound
 
@@ -43,12 +45,15 @@ def cell_keys(values: Sequence[float]) -> Counter[int]:
     """How many of the values (each >= 0) fall in each cell, by cell key."""
     bits = memoryview(array("d", values)).cast("B").cast("Q")
     shift = _SHIFT
-    return Counter([pattern >> shift for pattern in bits])
+    counts = Counter([pattern >> shift for pattern in bits])
+    if _NEGATIVE_ZERO_KEY in counts:
+        counts[0] += counts.pop(_NEGATIVE_ZERO_KEY)
+    return counts
 
 
 def cell_key(value: float) -> int:
     """The cell key of one value >= 0."""
-    (pattern,) = struct.unpack("=Q", struct.pack("=d", value))
+    (pattern,) = struct.unpack("=Q", struct.pack("=d", value + 0.0))  # -0.0 + 0.0 is 0.0
     return int(pattern) >> _SHIFT
 
 
@@ -90,10 +95,10 @@ class Distribution:
         """Record values whose cells `cell_keys` already counted."""
         self.count += len(values)
         self.total += sum(values)
-        low = min(values)
+        low = min(values) + 0.0  # not -0.0
         if low < self.low:  # noqa: PLR1730 - a comparison, not a call, per chunk
             self.low = low
-        high = max(values)
+        high = max(values) + 0.0
         if high > self.high:  # noqa: PLR1730
             self.high = high
         mine = self.cells

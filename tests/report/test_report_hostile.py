@@ -64,3 +64,20 @@ def test_absurd_content_is_counted_bounded_and_rendered(tmp_path: Path) -> None:
     assert cost["unpriced_by_model"] == {"deepseek-chat": 1}  # 1970: before its first price
     for render in (render_text, render_json, render_html):
         assert render(doc)
+
+
+def test_negative_zero_latency_is_zero(tmp_path: Path) -> None:
+    # -0.0 passes the parsers' "not negative" check; its sign bit once made a cell key whose
+    # grid value overflowed, and the whole report failed with OverflowError.
+    write(tmp_path / "zero.log", [
+        b'{"timestamp": "2026-01-01T00:00:00Z", "service": "s", "duration_ms": -0.0,'
+        b' "ttft_ms": -0.0}\n',
+        _line(timestamp="2026-01-01T00:00:01Z", service="s", duration_ms=4)])
+
+    doc = analyse([str(tmp_path / "zero.log")], clock=FakeClock(START), cost=CostConfig())
+
+    latency = doc["latency_seconds"]
+    assert (latency["count"], latency["p50"], latency["max"]) == (2, 0.0, 0.004)
+    assert str(latency["min"]) == "0.0"
+    assert str(doc["ttft_seconds"]["p99"]) == "0.0"
+    render_text(doc)
