@@ -54,4 +54,7 @@ def render_html(document: Document) -> str:
     charts: list[Any] = [latency_chart(document), errors_chart(document),
                          cost_chart(document)]
     template = _environment().get_template("report.html.j2")
-    return template.render(d=document, charts=charts, version=__version__)
+    text = template.render(d=document, charts=charts, version=__version__)
+    # A lone surrogate (a "\ud800" escape in a log line, a file name that is not UTF-8)
+    # cannot be written as UTF-8: it is shown as its escape instead.
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")

@@ -4,6 +4,7 @@ fails."""
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 from report_logs import START, write
@@ -81,3 +82,22 @@ def test_negative_zero_latency_is_zero(tmp_path: Path) -> None:
     assert str(latency["min"]) == "0.0"
     assert str(doc["ttft_seconds"]["p99"]) == "0.0"
     render_text(doc)
+
+
+def test_lone_surrogates_render_as_valid_utf8(tmp_path: Path) -> None:
+    # A JSON escape such as "\ud800" in a log line decodes to a lone surrogate, and a file
+    # name that is not UTF-8 reaches Python as one (surrogateescape). Neither may fail the
+    # JSON output (orjson refuses them) or leave text that UTF-8 cannot encode.
+    name = os.fsdecode(b"bad\xff.log")
+    write(tmp_path / name, [
+        b'{"timestamp": "2026-01-01T00:00:00Z", "service": "s\\ud800", "model": "m\\udcff",'
+        b' "request_id": "r\\ud800", "duration_ms": 5, "input_tokens": 1, "output_tokens": 1}\n'])
+
+    doc = analyse([str(tmp_path / "*.log")], clock=FakeClock(START), cost=CostConfig())
+
+    assert doc["requests"]["total"] == 1
+    parsed = json.loads(render_json(doc))
+    assert parsed["files"][0]["path"].endswith(".log")
+    assert parsed["slowest"][0]["request_id"].startswith("r")
+    render_html(doc).encode("utf-8")
+    render_text(doc).encode("utf-8")
