@@ -246,7 +246,14 @@ def render_rules(snapshot: StatusSnapshot, *, refresh_s: int = DEFAULT_REFRESH_S
 
 
 def _html(text: str) -> web.Response:
-    return web.Response(text=text, content_type="text/html", charset="utf-8",
+    try:
+        body = text.encode("utf-8")
+    except UnicodeEncodeError:
+        # A lone surrogate (a "\ud800" escape in a log line, carried into a label) becomes
+        # U+FFFD, as the JSON APIs (monitor/api/prom_json.py) and Go write it.
+        body = text.encode("utf-16", "surrogatepass").decode("utf-16", "replace").encode(
+            "utf-8", "replace")
+    return web.Response(body=body, content_type="text/html", charset="utf-8",
                         headers=SECURITY_HEADERS)
 
 

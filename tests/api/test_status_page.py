@@ -394,3 +394,21 @@ async def test_each_request_takes_a_fresh_snapshot(client_for: MakeClient) -> No
         second = await (await client.get("/")).text()
     assert "No alert is firing." in first and "HighLatency" in second
     assert 'content="3"' in second and source.calls == 2
+
+
+async def test_lone_surrogates_in_labels_do_not_fail_the_pages(client_for: MakeClient) -> None:
+    # A label value may hold a lone surrogate (a "\ud800" escape in a log line's JSON); UTF-8
+    # cannot encode it, and the page once answered 500 instead of showing the alert.
+    snapshot = full_snapshot()
+    alert = replace(snapshot.alerts[0], labels=(("model", "m\ud800"),), summary="s\udcff")
+    group = snapshot.rule_groups[0]
+    rule = replace(group.rules[0], expr='x{model="m\ud800"} > 1')
+    snapshot = replace(snapshot, alerts=(alert, *snapshot.alerts[1:]),
+                       rule_groups=(replace(group, rules=(rule, *group.rules[1:])),
+                                    *snapshot.rule_groups[1:]))
+    client = await client_for(snapshot)
+    for path, shown in (("/", 'model=&#34;m\N{REPLACEMENT CHARACTER}&#34;'),
+                        ("/rules", 'model=&#34;m\N{REPLACEMENT CHARACTER}&#34;')):
+        response = await client.get(path)
+        assert response.status == 200
+        assert shown in await response.text()
