@@ -264,7 +264,9 @@ def gpu_rows(store: MetricStore) -> tuple[GpuRow, ...]:
 
     def order(device: tuple[str, str]) -> tuple[int, str, str]:
         gpu, uuid = device
-        return (int(gpu) if gpu.isdigit() else 1 << 30, gpu, uuid)
+        # isdigit() also holds for "²", which int() refuses; so does a 5000-digit string.
+        plain = gpu.isascii() and gpu.isdigit() and len(gpu) <= 9
+        return (int(gpu) if plain else 1 << 30, gpu, uuid)
 
     out = []
     for device in sorted(devices, key=order):
