@@ -83,3 +83,36 @@ class RequestEvent(msgspec.Struct, gc=False):
     cache_miss_tokens: int | None
     throughput: float | None  # output tokens per second of this request
     reported_cost: str | None  # a cost the log itself carries, kept as text for exact decimals
+
+
+# A decoded str holds a surrogate only when it was lone: the JSON decoders join proper pairs.
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def _utf8_safe(text: str | None) -> str | None:
+    if text is None or text.isascii():
+        return text
+    return _SURROGATE.sub("\ufffd", text)
+
+
+def without_lone_surrogates(event: RequestEvent) -> RequestEvent:
+    """`event` with every lone surrogate in its text replaced by U+FFFD.
+
+    JSON may escape half of a surrogate pair alone (`"\\ud800"`); both decoders hand it over
+    as a str that cannot be encoded as UTF-8, and as a label value or a ledger column it would
+    make every /metrics render and every checkpoint fail from then on. Callers check the line
+    for a `\\uD8..`-`\\uDF..` escape first, so ordinary lines never come here.
+    """
+    return msgspec.structs.replace(
+        event,
+        service=_utf8_safe(event.service) or "",
+        model=_utf8_safe(event.model) or "",
+        request_id=_utf8_safe(event.request_id),
+        user=_utf8_safe(event.user),
+    )
+
+
+def may_hold_lone_surrogates(line: bytes) -> bool:
+    """Whether the JSON line escapes a UTF-16 surrogate (\\uD800-\\uDFFF) anywhere (the hot
+    loop asks only about lines with a `\\u` escape at all)."""
+    return b"\\ud" in line or b"\\uD" in line

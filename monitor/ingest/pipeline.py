@@ -19,7 +19,11 @@ from typing import Any
 from monitor.clock import Clock
 from monitor.goregexp import Regexp
 from monitor.ingest.decoders import LineDecoder, decode_object
-from monitor.ingest.events import RequestEvent
+from monitor.ingest.events import (
+    RequestEvent,
+    may_hold_lone_surrogates,
+    without_lone_surrogates,
+)
 from monitor.ingest.files import LineChunk
 from monitor.ingest.schemas import MalformedLine, Schema, path_getter
 from monitor.metrics import families as fam
@@ -213,6 +217,8 @@ class SourcePipeline:
             except Exception as exc:  # a parser bug must cost one line, never the loop
                 self._parser_bug(where, exc)
                 continue
+            if b"\\u" in line and may_hold_lone_surrogates(line):
+                event = without_lone_surrogates(event)
             add(event, user_label)
             if keep is not None:
                 keep(event)
@@ -238,6 +244,8 @@ class SourcePipeline:
             except Exception as exc:  # a parser bug must cost one line, never the loop
                 self._parser_bug(where, exc)
                 continue
+            if b"\\u" in line and may_hold_lone_surrogates(line):
+                event = without_lone_surrogates(event)
             add(event, user_label)
             if keep is not None:
                 keep(event)

@@ -20,6 +20,7 @@ from monitor.ingest.files import LineChunk
 from monitor.ingest.pipeline import SourcePipeline, build_filter
 from monitor.ingest.schemas import Schema, parse_api_usage, parse_inference
 from monitor.metrics import families as fam
+from monitor.metrics.exposition import Exposition
 from monitor.metrics.store import CounterSeries, HistogramSeries, LabelKey, MetricStore
 
 TS = "2026-01-18T06:07:46.123Z"
@@ -412,3 +413,23 @@ def test_apply_matches_the_truth_of_generated_traffic(
     assert results(store, "src") == {"parsed": 3000}
     assert sum(errors.values()) > 300  # the comparison covered plenty of error lines
     assert len({cls for _, cls in errors}) >= 4
+
+
+@pytest.mark.parametrize("schema", [parse_inference, parse_api_usage])
+def test_a_lone_surrogate_escape_becomes_a_replacement_character(
+        fast: bool, schema: Schema) -> None:
+    # JSON lets a line escape half of a surrogate pair; as a label value it cannot be encoded
+    # as UTF-8, which would fail every /metrics render and every checkpoint from then on.
+    store = MetricStore()
+    pipeline = make_pipeline(store, schema=schema, fast=fast, priced=True)
+    lonely = (b'{"timestamp":"2026-01-18T06:07:46Z","service":"s\\udcff","model":"m\\ud800",'
+              b'"user_id":"u\\udfff","request_id":"r\\uDBFF","duration_ms":5,'
+              b'"prompt":"\\u4f60\\ud83d\\ude00"}')  # a proper pair elsewhere stays as it is
+    assert feed(pipeline, [lonely]) == 1
+    assert pipeline.counts.malformed == 0
+    [event] = pipeline.priced_events
+    assert (event.service, event.model, event.user, event.request_id) == (
+        "s\ufffd", "m\ufffd", "u\ufffd", "r\ufffd")
+    commit_batch(pipeline)
+    body, _ = Exposition(store).render(None)
+    assert 'model="m\ufffd"'.encode() in body
