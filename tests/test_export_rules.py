@@ -25,6 +25,7 @@ from monitor.cli import main
 from monitor.promql import ast
 from monitor.promql.keep_label import carrying_records, keep_label
 from monitor.promql.parse import parse_expr
+from monitor.promql.printer import to_promql
 
 ROOT = Path(__file__).resolve().parents[1]
 FIXTURES = ROOT / "tests" / "fixtures" / "export_rules"
@@ -184,3 +185,35 @@ def test_export_refuses_a_file_as_the_output_directory(
     assert main(["export", "rules", "--config", str(config),
                  "--out", str(tmp_path / "taken")]) == 2
     assert "is not a directory" in capsys.readouterr().err
+
+
+# Sides built from vector() are the same on every host: each host's series must match them.
+VECTOR_SIDES = ["sum(x) / vector(2) > 3", "sum(x) or vector(0)",
+                "vector(1) * on () group_left sum(x)"]
+
+
+@pytest.mark.integration
+def test_a_vector_side_matches_every_hosts_series_under_both_checkers(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    records = [{"record": f"r{i}", "expr": to_promql(keep_label(parse_expr(text)).expr)}
+               for i, text in enumerate(VECTOR_SIDES)]
+    (tmp_path / "rules.yml").write_text(yaml.safe_dump(
+        {"groups": [{"name": "g", "rules": records}]}))
+    per_host = [{"labels": '{name}{{instance="a"}}', "value": 10},
+                {"labels": '{name}{{instance="b"}}', "value": 4}]
+
+    def expect(name: str, samples: list[dict[str, Any]]) -> dict[str, Any]:
+        return {"expr": name, "eval_time": "2m", "exp_samples": [
+            {"labels": s["labels"].format(name=name), "value": s["value"]} for s in samples]}
+
+    tests = {"rule_files": ["rules.yml"], "evaluation_interval": "1m", "tests": [{
+        "interval": "1m",
+        "input_series": [{"series": 'x{instance="a"}', "values": "10x5"},
+                         {"series": 'x{instance="b"}', "values": "4x5"}],
+        "promql_expr_test": [
+            expect("r0", [{"labels": '{name}{{instance="a"}}', "value": 5}]),
+            expect("r1", per_host), expect("r2", per_host)]}]}
+    test_file = tmp_path / "test.yml"
+    test_file.write_text(yaml.safe_dump(tests))
+    assert main(["test", "rules", str(test_file)]) == 0, capsys.readouterr().out
+    run_promtool("test", "rules", str(test_file))

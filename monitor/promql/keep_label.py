@@ -16,8 +16,11 @@ Whether an expression's result can carry the label is worked out bottom-up: scra
 carry it, `vector()`, `time()` and numbers do not, a recorded series carries it when the rule
 that records it does (`recorded`, from `carrying_records`), a one-to-one match with `on`
 keeps only the `on` labels (as Prometheus's resultMetric does). A side that cannot carry the
-label is matched as it was written: Sloth's `... / on (sloth_id) group_left
-slo:error_budget:ratio{...}` (a `vector()` record) stays as it is.
+label (built from `vector()`, the same on every host) must match every host's series: the
+label is ignored and the host side becomes the "many" side (`sum(x) / vector(2)` becomes
+`sum by (instance) (x) / ignoring (instance) group_left vector(2)`); Sloth's `... / on
+(sloth_id) group_left slo:error_budget:ratio{...}` (a `vector()` record) is already that and
+stays as it is. `scalar()` of a per-host sum is NaN once two hosts report: not fixable.
 
 On a single daemon the label does not exist, so the rewritten expression gives exactly what
 the original gives. What it cannot fix: `absent()` in a fleet still says "no host has it".
@@ -131,7 +134,9 @@ class _Rewriter:
             vector_side = lhs if ast.value_type(lhs.expr) is ast.V else rhs
             carries = ast.value_type(vector_side.expr) is ast.V and vector_side.carries
             return Kept(replace(expr, lhs=lhs.expr, rhs=rhs.expr), carries)
-        if lhs.carries and rhs.carries:
+        if lhs.carries != rhs.carries:
+            matching = self._one_side_carries(expr.op, matching, lhs_carries=lhs.carries)
+        elif lhs.carries and rhs.carries:
             labels = matching.labels
             if matching.on and self.label not in labels:
                 labels = (self.label, *labels)
@@ -141,6 +146,23 @@ class _Rewriter:
             matching = replace(matching, labels=labels, include=include)
         new = replace(expr, lhs=lhs.expr, rhs=rhs.expr, matching=matching)
         return Kept(new, self._match_carries(expr.op, matching, lhs.carries, rhs.carries))
+
+    def _one_side_carries(self, op: str, matching: ast.VectorMatching, *,
+                          lhs_carries: bool) -> ast.VectorMatching:
+        """Only one side has the label (the other is built from `vector()` and the like, the
+        same for every host): it must match each host's series, so the label is ignored and
+        the host side becomes the "many" side. `sum(x) / vector(2)` becomes
+        `sum by (instance) (x) / ignoring (instance) group_left vector(2)`."""
+        labels = matching.labels
+        if not matching.on and self.label not in labels:
+            labels = (*labels, self.label)
+        if op in ("and", "or", "unless"):
+            return replace(matching, labels=labels)
+        card = ast.Cardinality.MANY_TO_ONE if lhs_carries else ast.Cardinality.ONE_TO_MANY
+        # group_x labels are copied from the "one" side; if that was the host side, the other
+        # side (now "one") has nothing of them to give.
+        include = matching.include if matching.card is card else ()
+        return replace(matching, card=card, labels=labels, include=include)
 
     def _match_carries(self, op: str, matching: ast.VectorMatching, lhs: bool,
                        rhs: bool) -> bool:

@@ -83,7 +83,13 @@ def test_printed_expressions_parse_back_to_the_same_tree() -> None:
     ('sum(x{instance=""})', 'sum(x{instance=""})'),
     # A one-to-one match keeps only its `on` labels, so instance must be one of them.
     ("sum(a > on () b)", "sum by (instance) (a > on (instance) b)"),
-    ("sum(a > on () vector(1))", "sum(a > on () vector(1))"),
+    # A side the label cannot reach (vector(), the same on every host) matches each host.
+    ("sum(a > on () vector(1))", "sum by (instance) (a > on () group_left vector(1))"),
+    ("sum(x) / vector(2)", "sum by (instance) (x) / ignoring (instance) group_left vector(2)"),
+    ("vector(2) - sum(x)", "vector(2) - ignoring (instance) group_right sum by (instance) (x)"),
+    ("vector(1) * on () group_left sum(x)",
+     "vector(1) * on () group_right sum by (instance) (x)"),
+    ("sum(x) or vector(0)", "sum by (instance) (x) or ignoring (instance) vector(0)"),
     ("max by (w) (x) and on (w) y", "max by (instance, w) (x) and on (instance, w) y"),
 ])
 def test_keep_label_keeps_instance_through_aggregations_and_matches(before: str,
