@@ -13,6 +13,10 @@ Into `--out`, in this order:
   the period ratios as true event ratios over the window (Sloth's `disableOptimized`), which is
   what the daemon computes, so both alert on the same minutes.
 
+A file an earlier export wrote and this one does not (a rule file since removed from the
+config) is deleted; `.inferwatch-export` in `--out` records what the last export wrote, and
+files it does not name are never touched.
+
 Every expression is then made to keep `instance` (monitor/promql/keep_label.py): a rule that
 aggregates everything on one host aggregates per instance in a fleet, so three hosts give
 three alerts, never one merged. A file that needs no change is copied byte for byte; any other
@@ -53,6 +57,8 @@ from monitor.tsdb.store import Matcher
 from monitor.units import format_duration
 
 SLO_FILE = "slos.yml"
+# In --out: the names of the files the last export wrote (a dot file, so `*.yml` globs skip it).
+MANIFEST = ".inferwatch-export"
 BUNDLED_DIR = Path(__file__).resolve().parents[1] / "rules"
 BUNDLED_FILES = ("requests.yml", "host.yml", "gpu.yml", "inferwatch.yml", "cost.yml")
 BUNDLED_NAMESPACE = "inferwatch"
@@ -95,7 +101,23 @@ def export_rules(config: Config, out: Path, *, bundled_dir: Path = BUNDLED_DIR) 
         target.write_text(file.text if file.text is not None else render_file(file),
                           encoding="utf-8")
         written.append(target)
+    _forget_stale(out, {path.name for path in written})
     return written
+
+
+def _forget_stale(out: Path, names: set[str]) -> None:
+    """Delete what an earlier export wrote that this one did not (a rule file since removed
+    from the config would otherwise stay loaded by a Prometheus globbing the directory), and
+    record what this one wrote. Files the export never wrote are left alone."""
+    manifest = out / MANIFEST
+    try:
+        before = set(manifest.read_text(encoding="utf-8").splitlines())
+    except FileNotFoundError:
+        before = set()
+    for name in sorted(before - names):
+        if name and "/" not in name and name not in (".", ".."):
+            (out / name).unlink(missing_ok=True)
+    manifest.write_text("".join(f"{name}\n" for name in sorted(names)), encoding="utf-8")
 
 
 def _unique(name: str, names: set[str]) -> str:

@@ -85,7 +85,8 @@ def test_export_of_a_rich_config_keeps_instance_and_passes_both_checkers(
     out = tmp_path / "export"
     assert [p.name for p in written] == ["runbook.yml", "rules.yml", "host.yml", "requests.yml",
                                          "gpu.yml", "inferwatch.yml", "cost.yml", "slos.yml"]
-    assert sorted(p.name for p in out.iterdir()) == sorted(p.name for p in written)
+    assert sorted(p.name for p in out.iterdir()) == sorted(
+        [".inferwatch-export", *(p.name for p in written)])
     # Files that already keep `instance` are copied as they are, comments included.
     for name in ("host.yml", "requests.yml", "gpu.yml", "inferwatch.yml"):
         assert (out / name).read_bytes() == (ROOT / "rules" / name).read_bytes(), name
@@ -175,6 +176,22 @@ def test_a_bad_configured_rule_file_is_a_config_error_naming_it(
     assert f"{bad}:5: " in err
     assert "could not parse expression" in err
     assert not (tmp_path / "out").exists()
+
+
+def test_a_file_the_last_export_wrote_and_this_one_does_not_is_deleted(
+        tmp_path: Path, write_config: Callable[..., Path],
+        capsys: pytest.CaptureFixture[str]) -> None:
+    first = export(tmp_path, write_config, {"rule_files": [str(FIXTURES / "runbook.yml")]},
+                   capsys)
+    out = tmp_path / "export"
+    assert out / "runbook.yml" in first
+    (out / "mine.yml").write_text("groups: []\n")  # the operator's own file
+    second = export(tmp_path, write_config, {}, capsys)
+    assert out / "runbook.yml" not in second
+    assert not (out / "runbook.yml").exists()
+    assert (out / "mine.yml").read_text() == "groups: []\n"
+    assert sorted(p.name for p in out.iterdir()) == sorted(
+        [".inferwatch-export", "mine.yml", *(p.name for p in second)])
 
 
 def test_export_refuses_a_file_as_the_output_directory(
