@@ -7,6 +7,8 @@
   teardown if it is still alive, whatever the test did.
 - `run_cli`: one `inferwatch ...` command to completion, with a timeout.
 - `parse_exposition`: a `/metrics` body (text 0.0.4) as {(sample name, labels): value}.
+- `integration_missing`, `require_program`, `promtool`: a program an integration test needs,
+  or a skip (a failure under INFERWATCH_REQUIRE_INTEGRATION=1, which .ci/run sets).
 - `truth`: what a test wrote (generated lines plus deliberate bad lines), in the same shape,
   to compare with what the daemon exports.
 
@@ -16,6 +18,7 @@ Every wait here is a bounded polling loop with a deadline; nothing sleeps to syn
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -27,7 +30,7 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import pytest
 import yaml
@@ -51,6 +54,33 @@ _FOREIGN_ENV = ("NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID", "INFERWATCH_CO
 # The request families and line counts that the exactly-once tests compare with the truth.
 COMPARED_FAMILIES = ("requests_total", "request_errors_total", "input_tokens_total",
                      "output_tokens_total", "reasoning_tokens_total", "log_lines_total")
+
+
+PROMTOOL = Path("/usr/bin/promtool")
+
+
+def integration_missing(message: str) -> NoReturn:
+    """Skip the test for something it needs that is missing; under
+    INFERWATCH_REQUIRE_INTEGRATION=1 (CI) fail it instead."""
+    if os.environ.get("INFERWATCH_REQUIRE_INTEGRATION") == "1":
+        pytest.fail(f"{message} and INFERWATCH_REQUIRE_INTEGRATION=1")
+    pytest.skip(message)
+
+
+def require_program(program: str | Path, package: str | None = None) -> Path:
+    """An absolute path if that file exists, a bare name if it is on PATH; otherwise
+    `integration_missing`, naming the Debian package that provides it."""
+    found = (str(program) if Path(program).is_file() else None) if Path(program).is_absolute() \
+        else shutil.which(str(program))
+    if found is None:
+        integration_missing(f"{program} not found"
+                            + (f" (Debian package `{package}`)" if package else ""))
+    return Path(found)
+
+
+@pytest.fixture
+def promtool() -> Path:
+    return require_program(PROMTOOL, "prometheus")
 
 
 def pick_free_port() -> int:

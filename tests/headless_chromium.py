@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
-import pytest
+from conftest import integration_missing
 
 CHROMIUM_NAMES = ("chromium", "chromium-browser", "google-chrome")
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -67,14 +67,10 @@ class PageVisit:
 
 
 def require_chromium() -> str:
-    for name in CHROMIUM_NAMES:
-        found = shutil.which(name)
-        if found:
-            return found
-    message = "headless Chromium is not installed (Debian package `chromium`)"
-    if os.environ.get("INFERWATCH_REQUIRE_INTEGRATION") == "1":
-        pytest.fail(message)
-    pytest.skip(message)
+    found = next(filter(None, map(shutil.which, CHROMIUM_NAMES)), None)
+    if found is None:
+        integration_missing("headless Chromium is not installed (Debian package `chromium`)")
+    return found
 
 
 def artifact_path(name: str) -> Path:

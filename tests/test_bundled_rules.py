@@ -15,7 +15,6 @@
 
 from __future__ import annotations
 
-import os
 import re
 import shutil
 import subprocess
@@ -34,7 +33,6 @@ RULES = REPO / "rules"
 RULE_FILES = sorted(RULES.glob("*.yml"))
 TEST_FILES = sorted((RULES / "tests").glob("*_test.yml"))
 README = RULES / "README.md"
-PROMTOOL = Path("/usr/bin/promtool")
 TIMEOUT_S = 120
 SEVERITIES = {"page", "ticket", "info"}
 ANNOTATIONS = {"summary", "description", "runbook"}
@@ -236,16 +234,6 @@ def test_inferwatch_test_rules_under_another_namespace(tmp_path: Path) -> None:
 
 
 # --- promtool (integration) ------------------------------------------------------------------
-
-
-@pytest.fixture
-def promtool() -> Path:
-    if not PROMTOOL.is_file():
-        message = f"{PROMTOOL} not found"
-        if os.environ.get("INFERWATCH_REQUIRE_INTEGRATION") == "1":
-            pytest.fail(f"{message} and INFERWATCH_REQUIRE_INTEGRATION=1")
-        pytest.skip(message)
-    return PROMTOOL
 
 
 @pytest.mark.integration

@@ -11,7 +11,6 @@ unless INFERWATCH_REQUIRE_INTEGRATION=1, then fail.
 
 from __future__ import annotations
 
-import os
 import shutil
 import subprocess
 from collections.abc import Callable
@@ -20,6 +19,7 @@ from typing import Any
 
 import pytest
 import yaml
+from conftest import PROMTOOL, require_program
 
 from monitor.cli import main
 from monitor.promql import ast
@@ -29,7 +29,6 @@ from monitor.promql.printer import to_promql
 
 ROOT = Path(__file__).resolve().parents[1]
 FIXTURES = ROOT / "tests" / "fixtures" / "export_rules"
-PROMTOOL = Path("/usr/bin/promtool")
 BUDGETS = [
     {"name": "daily", "period": "day", "limit": 100},
     {"name": "chat", "period": "month", "limit": 2000, "thresholds": [0.9, 1.2],
@@ -37,17 +36,9 @@ BUDGETS = [
 ]
 
 
-def promtool() -> Path:
-    if not PROMTOOL.exists():
-        if os.environ.get("INFERWATCH_REQUIRE_INTEGRATION") == "1":
-            pytest.fail("promtool missing and INFERWATCH_REQUIRE_INTEGRATION=1")
-        pytest.skip("promtool not installed")
-    return PROMTOOL
-
-
 def run_promtool(*args: str) -> None:
-    done = subprocess.run([str(promtool()), *args], capture_output=True, text=True,
-                          timeout=120, check=False)
+    done = subprocess.run([str(require_program(PROMTOOL, "prometheus")), *args],
+                          capture_output=True, text=True, timeout=120, check=False)
     assert done.returncode == 0, done.stdout + done.stderr
 
 

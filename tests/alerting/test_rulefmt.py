@@ -6,7 +6,6 @@ one it refuses; the integration tests at the end run promtool on each to keep it
 
 from __future__ import annotations
 
-import os
 import subprocess
 from pathlib import Path
 
@@ -444,17 +443,6 @@ def test_ten_thousand_rules_load() -> None:
 
 # --- against promtool ----------------------------------------------------------------------
 
-PROMTOOL = Path("/usr/bin/promtool")
-
-
-@pytest.fixture
-def promtool() -> Path:
-    if not PROMTOOL.is_file():
-        message = f"{PROMTOOL} not found"
-        if os.environ.get("INFERWATCH_REQUIRE_INTEGRATION") == "1":
-            pytest.fail(f"{message} and INFERWATCH_REQUIRE_INTEGRATION=1")
-        pytest.skip(message)
-    return PROMTOOL
 
 
 def check_rules(promtool: Path, path: Path) -> subprocess.CompletedProcess[str]:

@@ -11,7 +11,6 @@ file and run through BOTH `promtool test rules` (the oracle, Prometheus 2.42) an
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -19,8 +18,6 @@ from pathlib import Path
 import pytest
 
 from monitor.alerting.ruletests import floats_equal, run_file
-
-PROMTOOL = Path("/usr/bin/promtool")
 
 TIMELINE_RULES = """\
 groups:
@@ -293,16 +290,6 @@ def test_failed_alert_output_is_worded_as_promtool_words_it(tmp_path: Path) -> N
 
 
 # --- against promtool ----------------------------------------------------------------------------
-
-
-@pytest.fixture
-def promtool() -> Path:
-    if not PROMTOOL.is_file():
-        message = f"{PROMTOOL} not found"
-        if os.environ.get("INFERWATCH_REQUIRE_INTEGRATION") == "1":
-            pytest.fail(f"{message} and INFERWATCH_REQUIRE_INTEGRATION=1")
-        pytest.skip(message)
-    return PROMTOOL
 
 
 def run_both(promtool: Path, test: Path) -> tuple[subprocess.CompletedProcess[str],

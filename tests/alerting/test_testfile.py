@@ -8,7 +8,6 @@ every row, so a table that drifts from the oracle fails there.
 from __future__ import annotations
 
 import math
-import os
 import subprocess
 from pathlib import Path
 
@@ -495,17 +494,6 @@ def test_hostile_yaml() -> None:
 
 # --- against promtool ----------------------------------------------------------------------
 
-PROMTOOL = Path("/usr/bin/promtool")
-
-
-@pytest.fixture
-def promtool() -> Path:
-    if not PROMTOOL.is_file():
-        message = f"{PROMTOOL} not found"
-        if os.environ.get("INFERWATCH_REQUIRE_INTEGRATION") == "1":
-            pytest.fail(f"{message} and INFERWATCH_REQUIRE_INTEGRATION=1")
-        pytest.skip(message)
-    return PROMTOOL
 
 
 def run_promtool(promtool: Path, test: Path) -> subprocess.CompletedProcess[str]:

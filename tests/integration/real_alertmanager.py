@@ -20,7 +20,6 @@ with a deadline; a timeout fails the test with the last answer and the tail of t
 from __future__ import annotations
 
 import json
-import os
 import socket
 import subprocess
 import time
@@ -32,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from conftest import require_program
 
 ALERTMANAGER = Path("/usr/bin/prometheus-alertmanager")
 READY_TIMEOUT_S = 30.0
@@ -43,12 +43,7 @@ Alerts = list[dict[str, Any]]
 
 def alertmanager_binary(path: Path = ALERTMANAGER) -> Path:
     """`path` if it exists; otherwise skip the test (fail with INFERWATCH_REQUIRE_INTEGRATION=1)."""
-    if not path.is_file():
-        message = f"{path} not found (Debian package `prometheus-alertmanager`)"
-        if os.environ.get("INFERWATCH_REQUIRE_INTEGRATION") == "1":
-            pytest.fail(f"{message} and INFERWATCH_REQUIRE_INTEGRATION=1")
-        pytest.skip(message)
-    return path
+    return require_program(path, "prometheus-alertmanager")
 
 
 def _free_port() -> int:

@@ -26,7 +26,6 @@ the `data.result` list of the HTTP API and raise `PrometheusError` on an API err
 from __future__ import annotations
 
 import json
-import os
 import socket
 import subprocess
 import time
@@ -38,8 +37,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-import pytest
 import yaml
+from conftest import require_program
 
 PROMETHEUS = Path("/usr/bin/prometheus")
 READY_TIMEOUT_S = 30.0
@@ -59,12 +58,7 @@ class PrometheusTimeout(AssertionError):
 
 def prometheus_binary(path: Path = PROMETHEUS) -> Path:
     """`path` if it exists; otherwise skip the test (fail with INFERWATCH_REQUIRE_INTEGRATION=1)."""
-    if not path.is_file():
-        message = f"{path} not found (Debian package `prometheus`)"
-        if os.environ.get("INFERWATCH_REQUIRE_INTEGRATION") == "1":
-            pytest.fail(f"{message} and INFERWATCH_REQUIRE_INTEGRATION=1")
-        pytest.skip(message)
-    return path
+    return require_program(path, "prometheus")
 
 
 def scrape_config(jobs: Mapping[str, Sequence[str]], *, interval: str = "1s",

@@ -14,7 +14,6 @@ wait is a poll with a deadline, and the process is killed in teardown. Skips wit
 from __future__ import annotations
 
 import asyncio
-import os
 import subprocess
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -24,6 +23,7 @@ from typing import Any
 
 import aiohttp
 import pytest
+from conftest import require_program
 
 from monitor.clock import SystemClock
 from monitor.config_notify import AlertmanagerForwardConfig
@@ -47,12 +47,7 @@ receivers:
 
 @pytest.fixture
 def alertmanager_binary() -> Path:
-    if not ALERTMANAGER.is_file():
-        message = f"{ALERTMANAGER} not found"
-        if os.environ.get("INFERWATCH_REQUIRE_INTEGRATION") == "1":
-            pytest.fail(f"{message} and INFERWATCH_REQUIRE_INTEGRATION=1")
-        pytest.skip(message)
-    return ALERTMANAGER
+    return require_program(ALERTMANAGER, "prometheus-alertmanager")
 
 
 @pytest.fixture

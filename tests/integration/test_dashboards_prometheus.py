@@ -62,7 +62,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import DaemonProcess, http_request
+from conftest import DaemonProcess, http_request, integration_missing
 from real_prometheus import RealPrometheus, prometheus_binary, running_prometheus, scrape_config
 
 from monitor.clock import SystemClock
@@ -156,9 +156,7 @@ def fake_nvml_dir(tmp_path: Path) -> Path:
     try:
         build_fake_nvml(tmp_path / "nvml")
     except FakeNvmlUnavailable as exc:
-        if os.environ.get("INFERWATCH_REQUIRE_INTEGRATION") == "1":
-            pytest.fail(f"{exc} and INFERWATCH_REQUIRE_INTEGRATION=1")
-        pytest.skip(str(exc))
+        integration_missing(str(exc))
     return tmp_path / "nvml"
 
 

@@ -10,7 +10,6 @@ Skips without /usr/bin/promtool unless INFERWATCH_REQUIRE_INTEGRATION=1, then fa
 
 from __future__ import annotations
 
-import os
 import subprocess
 from collections.abc import Callable
 from pathlib import Path
@@ -27,20 +26,9 @@ from monitor.demo.workload import BENCH_START_TIME, generate_lines
 
 pytestmark = pytest.mark.integration
 
-PROMTOOL = Path("/usr/bin/promtool")
 OPENMETRICS = "application/openmetrics-text; version=1.0.0"
 MAX_LINE_BYTES = 64 * 1024
 ODD_MODEL = 'weird "quoted" \\ back\nslash 模型'
-
-
-@pytest.fixture
-def promtool() -> Path:
-    if not PROMTOOL.is_file():
-        message = f"{PROMTOOL} not found"
-        if os.environ.get("INFERWATCH_REQUIRE_INTEGRATION") == "1":
-            pytest.fail(f"{message} and INFERWATCH_REQUIRE_INTEGRATION=1")
-        pytest.skip(message)
-    return PROMTOOL
 
 
 def handmade(schema: str, record: dict[str, Any], *, model: str, error_class: str | None,

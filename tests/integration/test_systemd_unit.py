@@ -26,6 +26,7 @@ from collections import defaultdict
 from pathlib import Path
 
 import pytest
+from conftest import require_program
 
 pytestmark = pytest.mark.integration
 
@@ -39,13 +40,7 @@ ENV = {**os.environ, "SYSTEMD_COLORS": "0", "SYSTEMD_PAGER": "", "SYSTEMD_LOG_CO
 
 
 def _tool(name: str) -> str:
-    path = shutil.which(name)
-    if path is None:
-        message = f"{name} not found"
-        if os.environ.get("INFERWATCH_REQUIRE_INTEGRATION") == "1":
-            pytest.fail(f"{message} and INFERWATCH_REQUIRE_INTEGRATION=1")
-        pytest.skip(message)
-    return path
+    return str(require_program(name))
 
 
 def _run(*argv: str) -> subprocess.CompletedProcess[str]:

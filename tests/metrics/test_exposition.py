@@ -4,13 +4,11 @@ accepts the exposition of a store filled by realistic traffic."""
 
 from __future__ import annotations
 
-import os
-import shutil
 import subprocess
 from collections.abc import Callable, Iterable
-from pathlib import Path
 
 import pytest
+from conftest import require_program
 from prometheus_client.metrics_core import Metric
 from prometheus_client.openmetrics.parser import (
     text_string_to_metric_families as parse_openmetrics,
@@ -181,11 +179,7 @@ def realistic_store() -> MetricStore:
 @pytest.mark.integration
 def test_promtool_check_metrics_accepts_a_realistic_exposition() -> None:
     # promtool lints the text format, which is what Prometheus scrapes by default.
-    promtool = PROMTOOL if Path(PROMTOOL).exists() else shutil.which("promtool")
-    if promtool is None:
-        if os.environ.get("INFERWATCH_REQUIRE_INTEGRATION") == "1":
-            pytest.fail("promtool is required (INFERWATCH_REQUIRE_INTEGRATION=1) but missing")
-        pytest.skip("promtool not installed")
+    promtool = require_program("promtool", "prometheus")
     body, _ = Exposition(realistic_store()).render(None)
     assert body.count(b"\n") > 500
     result = subprocess.run([promtool, "check", "metrics"], input=body, capture_output=True,

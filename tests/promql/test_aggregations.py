@@ -9,11 +9,10 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import shutil
 from pathlib import Path
 
 import pytest
+from conftest import require_program
 from promql_scripts import EvalCase, check_case, parse_script, promtool_disagreements
 
 from monitor.promql.aggregations import AggregationError, aggregate
@@ -144,9 +143,5 @@ def test_unknown_operator() -> None:
 
 @pytest.mark.integration
 def test_testdata_agrees_with_promtool() -> None:
-    promtool = shutil.which("promtool")
-    if promtool is None:
-        if os.environ.get("INFERWATCH_REQUIRE_INTEGRATION") == "1":
-            pytest.fail("promtool is not installed")
-        pytest.skip("promtool is not installed")
+    promtool = str(require_program("promtool", "prometheus"))
     assert promtool_disagreements(CASES, promtool) == []

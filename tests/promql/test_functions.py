@@ -10,12 +10,11 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import random
-import shutil
 from pathlib import Path
 
 import pytest
+from conftest import require_program
 from promql_scripts import EvalCase, check_case, parse_script, promtool_disagreements
 
 from monitor.goregexp import RegexpError as GoRegexpError
@@ -403,12 +402,7 @@ def test_format_float_is_strconv_f() -> None:
 # --- promtool ------------------------------------------------------------------------------
 
 def promtool() -> str:
-    path = shutil.which("promtool")
-    if path is None:
-        if os.environ.get("INFERWATCH_REQUIRE_INTEGRATION") == "1":
-            pytest.fail("promtool is not installed")
-        pytest.skip("promtool is not installed")
-    return path
+    return str(require_program("promtool", "prometheus"))
 
 
 @pytest.mark.integration

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import psutil
 import pytest
+from conftest import integration_missing
 from nvml_helpers import (
     DRIVER_NOT_LOADED,
     FUNCTION_NOT_FOUND,
@@ -47,9 +48,7 @@ def fake_nvml_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     try:
         build_fake_nvml(dest)
     except FakeNvmlUnavailable as exc:
-        if os.environ.get("INFERWATCH_REQUIRE_INTEGRATION") == "1":
-            pytest.fail(str(exc))
-        pytest.skip(str(exc))
+        integration_missing(str(exc))
     return dest
 
 

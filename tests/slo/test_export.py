@@ -10,7 +10,6 @@ INFERWATCH_REQUIRE_INTEGRATION=1, then fail.
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 import textwrap
@@ -36,7 +35,6 @@ from monitor.slo.spec import Slo, load_slo_file, parse_slo_file
 
 REPO = Path(__file__).resolve().parents[2]
 BUNDLED = REPO / "rules" / "slos" / "inference.yml"
-PROMTOOL = Path("/usr/bin/promtool")
 TIMEOUT_S = 120
 
 SPEC = """\
@@ -305,16 +303,6 @@ def run(*argv: str | Path, cwd: Path | None = None) -> subprocess.CompletedProce
 
 def assert_ok(proc: subprocess.CompletedProcess[str], what: str) -> None:
     assert proc.returncode == 0, f"{what}: exit {proc.returncode}\n{proc.stdout}\n{proc.stderr}"
-
-
-@pytest.fixture
-def promtool() -> Path:
-    if not PROMTOOL.is_file():
-        message = f"{PROMTOOL} not found"
-        if os.environ.get("INFERWATCH_REQUIRE_INTEGRATION") == "1":
-            pytest.fail(f"{message} and INFERWATCH_REQUIRE_INTEGRATION=1")
-        pytest.skip(message)
-    return PROMTOOL
 
 
 QUOTING = """\

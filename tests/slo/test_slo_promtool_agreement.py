@@ -31,7 +31,6 @@ INFERWATCH_REQUIRE_INTEGRATION=1, then fail.
 
 from __future__ import annotations
 
-import os
 import subprocess
 import textwrap
 from collections.abc import Sequence
@@ -53,7 +52,6 @@ from monitor.slo.spec import parse_slo_file
 from monitor.storage import StateStore
 from monitor.tsdb.store import SeriesStore
 
-PROMTOOL = Path("/usr/bin/promtool")
 TIMEOUT_S = 300
 T0 = 1_767_225_600.0  # 2026-01-01T00:00:00Z: promtool's time 0
 NAME = "XAvailability"
@@ -90,16 +88,6 @@ SCENARIOS: dict[str, list[Run]] = {
     # 1 h clean, a day at 4.1x, 5 h clean: ticket (and half-spent), never a page.
     "ticket slow burn": [(60, 0, 1000), (1440, 41, 959), (300, 0, 1000)],
 }
-
-
-@pytest.fixture
-def promtool() -> Path:
-    if not PROMTOOL.is_file():
-        message = f"{PROMTOOL} not found"
-        if os.environ.get("INFERWATCH_REQUIRE_INTEGRATION") == "1":
-            pytest.fail(f"{message} and INFERWATCH_REQUIRE_INTEGRATION=1")
-        pytest.skip(message)
-    return PROMTOOL
 
 
 def counter_values(runs: Sequence[Run], column: int) -> list[int]:

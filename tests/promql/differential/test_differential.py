@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
-import os
 import re
 import subprocess
 import sys
@@ -28,6 +27,7 @@ from typing import Any
 
 import pytest
 import yaml
+from conftest import require_program
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[2]
@@ -64,13 +64,7 @@ def rel(path: Path) -> str:
 
 @pytest.fixture
 def promtool() -> Path:
-    path: Path = po.PROMTOOL
-    if not path.is_file():
-        message = f"{path} not found"
-        if os.environ.get("INFERWATCH_REQUIRE_INTEGRATION") == "1":
-            pytest.fail(f"{message} and INFERWATCH_REQUIRE_INTEGRATION=1")
-        pytest.skip(message)
-    return path
+    return require_program(po.PROMTOOL, "prometheus")
 
 
 # --- promtool --------------------------------------------------------------------------------
