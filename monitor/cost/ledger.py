@@ -53,6 +53,7 @@ DEDUP_WINDOW_S = 86_400.0
 DEDUP_MAX_IDS = 200_000
 PRICE_CACHE_MODELS = 10_000  # a bound, whatever model names the logs carry
 ZERO = Decimal(0)
+ONE = Decimal(1)
 # Wide enough that no sum of ledger amounts is ever rounded.
 EXACT = decimal.Context(prec=80, Emin=-999_999, Emax=999_999,
                         traps=[decimal.InvalidOperation, decimal.Overflow])
@@ -101,7 +102,10 @@ class LedgerBatch:
     daily: dict[DayKey, DailyTotals] = field(default_factory=dict)
     new_ids: dict[str, dict[str, float]] = field(default_factory=dict)
     entries: list[LedgerEntry] = field(default_factory=list)
-    saved: dict[tuple[str, str, str], Decimal] = field(default_factory=dict)  # source, model, user
+    # Cache-hit tokens by (source, model, user, id of the price row, discount factor), with
+    # that row: each group is priced once, at the end of the batch (the row holds the id).
+    hits: dict[tuple[str, str, str, int, Decimal], tuple[Price, int]] = field(
+        default_factory=dict)
     duplicates: int = 0
 
 
@@ -242,7 +246,7 @@ class Ledger:
             if totals.requests > totals.unpriced:
                 key = (source, model, user if self.user_label else "")
                 spent[key] = EXACT.add(spent.get(key, ZERO), totals.amount)
-        for family, amounts in ((self._cost, spent), (self._saved, batch.saved)):
+        for family, amounts in ((self._cost, spent), (self._saved, self._savings(batch))):
             for (source, model, user), amount in amounts.items():
                 extra = (("user", user),) if user else ()
                 family.inc(family.key((source, model, currency), extra), float(amount))
@@ -291,10 +295,15 @@ class Ledger:
             return
         totals.amount = EXACT.add(totals.amount, amount)
         batch.entries.append(LedgerEntry(t, source, model, user, amount))
-        saved = self._cache_savings(model, event, t, currency)
-        if saved is not None:
-            saved_key = (source, model, user if self.user_label else "")
-            batch.saved[saved_key] = EXACT.add(batch.saved.get(saved_key, ZERO), saved)
+        saved_hits = event.cache_hit_tokens
+        if saved_hits is None and event.cache_miss_tokens is not None:
+            saved_hits = max((event.input_tokens or 0) - event.cache_miss_tokens, 0)
+        price = self._price_cache[model][0]  # `_amount` priced it: its row is cached
+        if saved_hits and price is not None:
+            factor = price.factor_at(t) if price.discounts else ONE
+            hits_key = (source, model, user if self.user_label else "", id(price), factor)
+            before = batch.hits.get(hits_key)
+            batch.hits[hits_key] = (price, saved_hits + (0 if before is None else before[1]))
 
     def _price_span(self, model: str, t: float) -> tuple[Price | None, float, float]:
         """The table's row for `model` at t and how long it holds, cached per model so a
@@ -330,20 +339,16 @@ class Ledger:
                               "its requests are counted as unpriced")
         return converted
 
-    def _cache_savings(self, model: str, event: RequestEvent, t: float,
-                       currency: str) -> Decimal | None:
-        """What the request's cache-hit tokens cost less than at the miss price (after
-        `_amount` priced it, so its price span is cached); None when nothing was saved."""
-        hit = event.cache_hit_tokens
-        if hit is None and event.cache_miss_tokens is not None:
-            hit = max((event.input_tokens or 0) - event.cache_miss_tokens, 0)
-        cached = self._price_cache.get(model)
-        if not hit or cached is None or cached[0] is None:
-            return None
-        price = cached[0]
-        saved = EXACT.subtract(price.cost(0, hit, 0, t), price.cost(hit, 0, 0, t))
-        converted = convert(saved, price.currency, currency, self.config.exchange_rates)
-        return converted if converted is not None and converted > 0 else None
+    def _savings(self, batch: LedgerBatch) -> dict[tuple[str, str, str], Decimal]:
+        """What the batch's cache hits saved, by (source, model, user), in cost.currency."""
+        saved: dict[tuple[str, str, str], Decimal] = {}
+        for (source, model, user, _, factor), (price, hit) in batch.hits.items():
+            amount = convert(price.cache_saving(hit, factor), price.currency,
+                             self.config.currency, self.config.exchange_rates)
+            if amount is not None and amount > 0:
+                key = (source, model, user)
+                saved[key] = EXACT.add(saved.get(key, ZERO), amount)
+        return saved
 
     def _warn(self, model: str, message: str) -> None:
         if model not in self._warned and len(self._warned) < 10_000:

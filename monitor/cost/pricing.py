@@ -118,10 +118,19 @@ class Price:
         """The exact cost of these token counts at time t, in `currency`."""
         if hit < 0 or miss < 0 or output < 0:
             raise ValueError(f"token counts must not be negative: {(hit, miss, output)}")
-        exponent, hit_price, miss_price, output_price = self._scaled
+        _, hit_price, miss_price, output_price = self._scaled
         units = hit * hit_price + miss * miss_price + output * output_price
-        amount = Decimal(units).scaleb(exponent - _TOKENS_PER_PRICE_UNIT, _EXACT)
-        factor = self.factor_at(t) if self.discounts else _ONE
+        return self._amount(units, self.factor_at(t) if self.discounts else _ONE)
+
+    def cache_saving(self, hit: int, factor: Decimal) -> Decimal:
+        """What `hit` cache-hit tokens cost less than at the miss price, under the discount
+        `factor` (`factor_at` of their time): linear in `hit`, so token sums can be priced
+        once."""
+        _, hit_price, miss_price, _ = self._scaled
+        return self._amount(hit * (miss_price - hit_price), factor)
+
+    def _amount(self, units: int, factor: Decimal) -> Decimal:
+        amount = Decimal(units).scaleb(self._scaled[0] - _TOKENS_PER_PRICE_UNIT, _EXACT)
         return amount if factor == _ONE else _EXACT.multiply(amount, factor)
 
     def factor_at(self, t: float) -> Decimal:
