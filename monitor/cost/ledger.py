@@ -40,7 +40,7 @@ from typing import NamedTuple
 from zoneinfo import ZoneInfo
 
 from monitor.config import CostConfig
-from monitor.cost.pricing import Price, PriceTable, convert, request_cost
+from monitor.cost.pricing import Price, PriceTable, charged_split, convert, request_cost
 from monitor.ingest.events import RequestEvent
 from monitor.metrics import families as fam
 from monitor.metrics.store import MetricStore
@@ -295,9 +295,8 @@ class Ledger:
             return
         totals.amount = EXACT.add(totals.amount, amount)
         batch.entries.append(LedgerEntry(t, source, model, user, amount))
-        saved_hits = event.cache_hit_tokens
-        if saved_hits is None and event.cache_miss_tokens is not None:
-            saved_hits = max((event.input_tokens or 0) - event.cache_miss_tokens, 0)
+        saved_hits = charged_split(event.input_tokens, event.cache_hit_tokens,
+                                   event.cache_miss_tokens)[0]
         price = self._price_cache[model][0]  # `_amount` priced it: its row is cached
         if saved_hits and price is not None:
             factor = price.factor_at(t) if price.discounts else ONE

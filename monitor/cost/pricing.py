@@ -145,20 +145,26 @@ class Price:
 def request_cost(price: Price, t: float, *, input_tokens: int | None,
                  cache_hit_tokens: int | None, cache_miss_tokens: int | None,
                  output_tokens: int | None) -> Decimal:
-    """The exact cost of one request at time t, in `price.currency`.
+    """The exact cost of one request at time t, in `price.currency` (input tokens split as
+    `charged_split` says). Reasoning tokens are part of `output_tokens` and are not added
+    again."""
+    hit, miss = charged_split(input_tokens, cache_hit_tokens, cache_miss_tokens)
+    return price.cost(hit, miss, output_tokens or 0, t)
 
-    With neither hit nor miss known, all input is a miss; with one known, the other is the
-    rest of the input. Reasoning tokens are part of `output_tokens` and are not added again.
-    """
+
+def charged_split(input_tokens: int | None, cache_hit_tokens: int | None,
+                  cache_miss_tokens: int | None) -> tuple[int, int]:
+    """(hit, miss) input tokens as a request is charged: with neither known, all input is a
+    miss; with one known, the other is the rest of the input."""
     hit, miss = cache_hit_tokens, cache_miss_tokens
     if hit is None and miss is None:
-        hit, miss = 0, input_tokens or 0
-    elif hit is None or miss is None:
+        return 0, input_tokens or 0
+    if hit is None or miss is None:
         known = hit if hit is not None else miss
         assert known is not None
         rest = max((input_tokens or 0) - known, 0)
-        hit, miss = (known, rest) if hit is not None else (rest, known)
-    return price.cost(hit, miss, output_tokens or 0, t)
+        return (known, rest) if hit is not None else (rest, known)
+    return hit, miss
 
 
 def convert(amount: Decimal, currency: str, to: str,

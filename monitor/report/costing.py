@@ -33,7 +33,7 @@ from decimal import Decimal
 
 from monitor.config_models import CostConfig
 from monitor.cost.ledger import DEDUP_MAX_IDS, DEDUP_WINDOW_S, EXACT, ZERO, LocalDays
-from monitor.cost.pricing import Price, PriceTable, convert
+from monitor.cost.pricing import Price, PriceTable, charged_split, convert
 from monitor.ingest.events import RequestEvent
 
 MAX_DAYS = 3660  # ten years of days; older days are folded together
@@ -148,7 +148,9 @@ class CostTally:
                 hit = miss = output = 0
             else:
                 key = (model, id(price), price.factor_at(t) if price.discounts else one)
-                hit, miss, output = priced_tokens(event)
+                hit, miss = charged_split(event.input_tokens, event.cache_hit_tokens,
+                                          event.cache_miss_tokens)
+                output = event.output_tokens or 0
             group = day.groups.get(key)
             if group is None:
                 day.groups[key] = [1, hit, miss, output, t]
@@ -273,19 +275,6 @@ class CostTally:
         not (and would make a trend out of a partial day)."""
         start, end = _day_bounds(self._local_days, name)
         return self.first < start + WHOLE_DAY_SLACK_S and self.last >= end - WHOLE_DAY_SLACK_S
-
-
-def priced_tokens(event: RequestEvent) -> tuple[int, int, int]:
-    """(hit, miss, output) tokens as `request_cost` charges them: neither half of the cache
-    split known, all input is a miss; one known, the other is the rest of the input."""
-    hit, miss, inputs = event.cache_hit_tokens, event.cache_miss_tokens, event.input_tokens or 0
-    if hit is None:
-        hit = 0 if miss is None else max(inputs - miss, 0)
-        if miss is None:
-            miss = inputs
-    elif miss is None:
-        miss = max(inputs - hit, 0)
-    return hit, miss, event.output_tokens or 0
 
 
 def _day_bounds(days: LocalDays, name: str) -> tuple[float, float]:
