@@ -20,7 +20,6 @@ with a deadline; a timeout fails the test with the last answer and the tail of t
 from __future__ import annotations
 
 import json
-import socket
 import subprocess
 import time
 import urllib.error
@@ -31,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import require_program
+from conftest import pick_free_port, require_program
 
 ALERTMANAGER = Path("/usr/bin/prometheus-alertmanager")
 READY_TIMEOUT_S = 30.0
@@ -44,13 +43,6 @@ Alerts = list[dict[str, Any]]
 def alertmanager_binary(path: Path = ALERTMANAGER) -> Path:
     """`path` if it exists; otherwise skip the test (fail with INFERWATCH_REQUIRE_INTEGRATION=1)."""
     return require_program(path, "prometheus-alertmanager")
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 class RealAlertmanager:
@@ -107,7 +99,7 @@ def running_alertmanager(binary: Path, workdir: Path, config: str, *,
     workdir.mkdir(parents=True, exist_ok=True)
     config_path = workdir / "alertmanager.yml"
     config_path.write_text(config, encoding="utf-8")
-    port = port or _free_port()
+    port = port or pick_free_port()
     log_path = workdir / "alertmanager.log"
     with log_path.open("wb") as log:
         process = subprocess.Popen(

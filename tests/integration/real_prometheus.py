@@ -26,7 +26,6 @@ the `data.result` list of the HTTP API and raise `PrometheusError` on an API err
 from __future__ import annotations
 
 import json
-import socket
 import subprocess
 import time
 import urllib.error
@@ -38,7 +37,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from conftest import require_program
+from conftest import pick_free_port, require_program
 
 PROMETHEUS = Path("/usr/bin/prometheus")
 READY_TIMEOUT_S = 30.0
@@ -87,13 +86,6 @@ def scrape_config(jobs: Mapping[str, Sequence[str]], *, interval: str = "1s",
 def _write_config(path: Path, config: str | Mapping[str, Any]) -> None:
     text = config if isinstance(config, str) else yaml.safe_dump(dict(config), sort_keys=False)
     path.write_text(text, encoding="utf-8")
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 class RealPrometheus:
@@ -220,7 +212,7 @@ def running_prometheus(binary: Path, workdir: Path, config: str | Mapping[str, A
         target.write_text(text, encoding="utf-8")
     config_path = workdir / "prometheus.yml"
     _write_config(config_path, config)
-    port = _free_port()
+    port = pick_free_port()
     log_path = workdir / "prometheus.log"
     with log_path.open("wb") as log:
         process = subprocess.Popen(
