@@ -10,6 +10,8 @@ import re
 
 import msgspec
 
+from monitor.metrics.store import without_surrogates
+
 # Error classes (label `class`), most specific first.
 TIMEOUT = "timeout"
 RATE_LIMIT = "rate_limit"
@@ -85,14 +87,10 @@ class RequestEvent(msgspec.Struct, gc=False):
     reported_cost: str | None  # a cost the log itself carries, kept as text for exact decimals
 
 
-# A decoded str holds a surrogate only when it was lone: the JSON decoders join proper pairs.
-_SURROGATE = re.compile("[\ud800-\udfff]")
-
-
 def _utf8_safe(text: str | None) -> str | None:
     if text is None or text.isascii():
         return text
-    return _SURROGATE.sub("\ufffd", text)
+    return without_surrogates(text)
 
 
 def without_lone_surrogates(event: RequestEvent) -> RequestEvent:

@@ -20,6 +20,7 @@ store can give them a 0 sample at birth.
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from enum import Enum
@@ -104,11 +105,22 @@ def format_bucket_bound(bound: float) -> str:
     return text[:-2] if text.endswith(".0") else text
 
 
+# A decoded str holds a surrogate only when it was lone: JSON and YAML decoders join pairs.
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def without_surrogates(text: str) -> str:
+    """`text` with every lone surrogate replaced by U+FFFD (encodable as UTF-8)."""
+    return _SURROGATE.sub("\ufffd", text)
+
+
 def clean_label_value(value: str) -> str:
-    """Bound a label value taken from outside; escaping itself happens at exposition."""
+    """Bound a label value taken from outside, and make it encodable: a lone surrogate (from
+    a JSON or YAML `\\ud800` escape) becomes U+FFFD, or no exposition, state row or page could
+    carry it. Escaping itself happens at exposition."""
     if len(value) > MAX_LABEL_VALUE_CHARS:
-        return value[:MAX_LABEL_VALUE_CHARS]
-    return value
+        value = value[:MAX_LABEL_VALUE_CHARS]
+    return value if value.isascii() else without_surrogates(value)
 
 
 @dataclass

@@ -186,3 +186,13 @@ def test_promtool_check_metrics_accepts_a_realistic_exposition() -> None:
                             timeout=30, check=False)
     output = (result.stdout + result.stderr).decode()
     assert (result.returncode, output) == (0, "")
+
+
+def test_a_label_with_a_lone_surrogate_renders_as_a_replacement_character() -> None:
+    # From a config label or any other route than the log pipeline: the store's label
+    # cleaning is where every label value passes.
+    store = MetricStore()
+    requests = store.register(fam.REQUESTS)
+    requests.inc(requests.key(("src", "svc\udcff", "m", "success")))
+    body, _ = Exposition(store).render(None)
+    assert 'service="svc\ufffd"'.encode() in body
