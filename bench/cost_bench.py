@@ -6,11 +6,14 @@ the order reversed every other round, medians:
 * inference   bench/catchup.py over the ingest section's `inference` log (no ledger: that
               schema is not priced) — the peer;
 * api         bench/cost_catchup.py over an `api_usage` log of `--api-lines`, ledger=None;
-* api+ledger  the same with the `Ledger` the daemon builds: every request priced at each
-              checkpoint, its row, roll-up and request id written in the offsets' transaction.
+* api+ledger  the same with the ledger the daemon builds: each checkpoint journals the
+              requests in the offsets' transaction, and the ledger writer process prices them
+              and writes their rows, roll-ups and counters (monitor/cost/feed.py).
 
-The ratio is lines/s against lines/s (target >= 0.7); api vs api+ledger shows what the ledger
-itself costs. After every api+ledger run the ledger must hold one row per line (less repeated
+The ratios are lines/s against lines/s (target >= 0.7), twice for api+ledger: until ready
+(every line read and committed, the journal included: ingestion's throughput) and until the
+writer has converted the whole journal (the ledger's). api vs api+ledger shows what the
+ledger itself costs. After every api+ledger run the ledger must hold one row per line (less repeated
 request ids), no unpriced request, and a total equal to the spend computed here, exactly, from
 the generator's own token counts with `request_cost` (bench/cost_data.py); the daily roll-ups
 must add up to the same. Any difference is a printed warning.
@@ -154,7 +157,8 @@ class IngestRun:
         self.check("api_usage+ledger catch-up", Aggregate.from_json(out["result"]),
                    self.api.truth)
         self.check_ledger(out["ledger"])
-        self.samples.record(ledger_ready_s=out["ready_s"], ledger_read_s=out["read_s"])
+        self.samples.record(ledger_ready_s=out["ready_s"], ledger_read_s=out["read_s"],
+                            ledger_converted_s=out["converted_s"])
 
     def check_ledger(self, got: dict[str, Any]) -> None:
         api, warn = self.api, self.samples.warn
@@ -190,6 +194,10 @@ def ingest_ratios(run: IngestRun, med: dict[str, float]) -> list[Ratio]:
         ratio("api_usage+ledger vs inference (lines/s)", rate("ledger_ready_s", api_lines),
               rate("inference_ready_s", inf_lines), TARGET_LEDGER_VS_INFERENCE,
               f"{show('api+ledger', 'ledger_ready_s', api_lines)} vs {inference}"),
+        ratio("  ... until the ledger writer has converted it all",
+              rate("ledger_converted_s", api_lines), rate("inference_ready_s", inf_lines),
+              TARGET_LEDGER_VS_INFERENCE,
+              f"{show('api+ledger', 'ledger_converted_s', api_lines)} vs {inference}"),
         ratio("  read to EOF only (before commit)", rate("ledger_read_s", api_lines),
               rate("inference_read_s", inf_lines), None,
               f"{show('api+ledger', 'ledger_read_s', api_lines)} vs "
@@ -227,7 +235,8 @@ def measure_ingest(config: CostBenchConfig, scratch: Path, samples: Samples
     names = (("inference_ready_s", "inference catch-up -> ready", inference),
              ("api_ready_s", "api_usage catch-up, no ledger -> ready", api),
              ("ledger_ready_s", "api_usage catch-up + ledger -> ready", api),
-             ("ledger_read_s", "api_usage catch-up + ledger -> read to EOF", api))
+             ("ledger_read_s", "api_usage catch-up + ledger -> read to EOF", api),
+             ("ledger_converted_s", "api_usage catch-up + ledger -> journal converted", api))
     print(format_absolutes([(label, med[key], len(samples.values[key]), data.lines, data.size)
                             for key, label, data in names if key in med]))
     reference = "not checked" if run.reference is None else f"{run.reference} {CURRENCY}"

@@ -21,18 +21,20 @@ import json
 import logging
 import pstats
 import sys
+import time
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
 import yaml
-from catchup import _time_until_ready
+from catchup import POLL_INTERVAL_S, _time_until_ready
 from cost_data import API_SOURCE
 from daemon_peer import read_exposition
 
 from monitor.clock import SystemClock
 from monitor.config import load_config
-from monitor.cost.ledger import Ledger, money_text
+from monitor.cost.feed import WorkerLedgerFeed
+from monitor.cost.ledger import money_text
 from monitor.cost.pricing import PriceTable
 from monitor.ingest.service import IngestService
 from monitor.metrics.exposition import Exposition
@@ -70,6 +72,21 @@ def ledger_summary(state: StateStore) -> dict[str, Any]:
             "daily_total": money_text(daily)}
 
 
+async def _time_until_converted(service: IngestService,
+                                feed: WorkerLedgerFeed | None) -> dict[str, Any]:
+    """`_time_until_ready`, then (with the ledger) until the writer process has converted the
+    whole journal and its last update is applied: `converted_s` from the same start."""
+    started = time.perf_counter()
+    timings = await _time_until_ready(service)
+    if feed is None:
+        return timings
+    while not feed.drained:  # noqa: ASYNC110 - polled, as _time_until_ready polls
+        await asyncio.sleep(POLL_INTERVAL_S)
+    timings["converted_s"] = time.perf_counter() - started
+    feed.close()
+    return timings
+
+
 def catch_up(log: Path, workdir: Path, *, ledger: bool, summarize: bool = True
              ) -> dict[str, Any]:
     """One cold catch-up of `log` with its state under `workdir`; timings, the aggregate, and
@@ -79,12 +96,14 @@ def catch_up(log: Path, workdir: Path, *, ledger: bool, summarize: bool = True
     state = StateStore(config.storage.path)
     try:
         store = MetricStore(config.namespace, config.metrics.series_limit)
-        costs = Ledger(state=state, prices=PriceTable.load(config.cost.pricing_files),
-                       config=config.cost, store=store) if ledger else None
+        costs = WorkerLedgerFeed(
+            store, state_directory=config.storage.path,
+            prices=PriceTable.load(config.cost.pricing_files),
+            config=config.cost) if ledger else None
         service = IngestService(sources=config.sources, ingest=config.ingest,
                                 metrics=config.metrics, state=state, store=store,
                                 clock=SystemClock(), ledger=costs)
-        timings = asyncio.run(_time_until_ready(service))
+        timings = asyncio.run(_time_until_converted(service, costs))
         summary = ledger_summary(state) if ledger and summarize else None
     finally:
         state.close()

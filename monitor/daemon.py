@@ -39,8 +39,9 @@ from monitor.api.prom import add_prometheus_api
 from monitor.api.status import add_status_page
 from monitor.clock import Clock, SystemClock
 from monitor.config import Config, load_config
+from monitor.cost import journal
 from monitor.cost.budgets import BudgetTracker
-from monitor.cost.ledger import Ledger
+from monitor.cost.feed import LedgerFeed, WorkerLedgerFeed
 from monitor.cost.pricing import PriceTable
 from monitor.cost.self_hosted import SelfHostedCost
 from monitor.errors import ConfigError, StartupError
@@ -159,7 +160,7 @@ class Daemon:
         self._runner: web.AppRunner | None = None
         self._scheduler: AsyncIOScheduler | None = None
         self.ingest: IngestService | None = None
-        self.ledger: Ledger | None = None
+        self.ledger: LedgerFeed | None = None
         self.self_hosted: SelfHostedCost | None = None
         self.budgets: BudgetTracker | None = None
         self.slos: SloService | None = None
@@ -188,15 +189,18 @@ class Daemon:
             restored = restore_counters(self._state_store, self.store)
             build = self.store.register(fam.BUILD_INFO)
             build.set(build.key((__version__,)), 1.0)
-            self.ledger = Ledger(state=self._state_store,
-                                 prices=PriceTable.load(self.config.cost.pricing_files),
-                                 config=self.config.cost, store=self.store,
-                                 user_label=self.config.metrics.user_label)
+            self.ledger = WorkerLedgerFeed(
+                self.store, state_directory=self.config.storage.path,
+                prices=PriceTable.load(self.config.cost.pricing_files),
+                config=self.config.cost, user_label=self.config.metrics.user_label)
             self.budgets = BudgetTracker(self.config.cost, state=self._state_store,
                                          store=self.store, clock=self.clock,
                                          evaluation_interval=self.config.evaluation_interval)
             self.budgets.load()
             self.ledger.listeners.append(self.budgets.add)
+            self.ledger.resync_listeners.append(self.budgets.reload_spend)
+            if journal.length(self._state_store.connection):
+                self.ledger.recorded()  # requests the last run journaled but did not convert
             self.ingest = IngestService(
                 sources=self.config.sources, ingest=self.config.ingest,
                 metrics=self.config.metrics, state=self._state_store, store=self.store,
@@ -370,6 +374,8 @@ class Daemon:
             self._runner = None
         if self.notify is not None:
             await self.notify.close()
+        if self.ledger is not None:
+            self.ledger.close()
         if self._state_store is not None:
             self._state_store.close()
             self._state_store = None
@@ -542,14 +548,9 @@ class Daemon:
             log.info("forgot the positions of %d file(s) closed and unseen for a week", pruned)
         if self.ledger is not None:
             try:
-                rows, ids = self.ledger.prune(self.clock.time())
+                self.ledger.prune(self.clock.time())
             except sqlite3.Error as exc:
                 log.error("cannot prune the cost ledger (retried in an hour): %s", exc)
-            else:
-                if rows:
-                    log.info("cost ledger: %d row(s) past cost.ledger_retention removed "
-                             "(daily roll-ups kept)", rows)
-                log.debug("cost ledger: %d request id(s) left the dedup window", ids)
         if self.slos is not None:
             try:
                 self.slos.prune()

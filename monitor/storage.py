@@ -1,8 +1,8 @@
 """The SQLite state file: creation, schema migrations, and the single write transaction.
 
 One file, `<storage.path>/inferwatch.db`, holds everything that must survive a restart: file
-offsets and the counters they produced (committed together), and later the cost ledger, alert
-state, the notification outbox and SLO buckets.
+offsets and the counters they produced (committed together), the cost ledger and its journal,
+alert state, the notification outbox and SLO buckets.
 
 A missing file means a first start. An existing file that is empty, not SQLite, damaged, or
 not ours is a `StateError`: starting fresh would silently re-read every log from the start
@@ -30,6 +30,7 @@ from monitor.errors import StateError
 log = logging.getLogger(__name__)
 
 STATE_FILE_NAME = "inferwatch.db"
+BUSY_TIMEOUT_S = 5.0  # how long a write waits for another connection's (sqlite3's default)
 _APPLICATION_ID = 0x69776174  # "iwat": marks the file as ours
 
 # Each entry moves the schema from version i to i+1; never edit one that has shipped.
@@ -205,6 +206,17 @@ MIGRATIONS: tuple[str, ...] = (
         value INTEGER NOT NULL
     );
     """,
+    # v8: the ledger's write-ahead journal: the requests of priced sources, written in the
+    # checkpoint transaction with the offsets that read them, turned into ledger rows (and
+    # deleted, in one transaction) by the ledger writer (monitor/cost/feed.py).
+    """
+    CREATE TABLE ledger_journal (
+        id INTEGER PRIMARY KEY,
+        source TEXT NOT NULL,
+        model_override TEXT,
+        events BLOB NOT NULL
+    );
+    """,
 )
 
 
@@ -214,6 +226,10 @@ def remedy(path: Path) -> str:
         f"the beginning and double-counts. If you accept that, move {path} aside (and its "
         f"-wal and -shm files) and start again."
     )
+
+
+class Busy(sqlite3.OperationalError):
+    """Another connection holds the write lock (only from `transaction(wait=False)`)."""
 
 
 class StateStore:
@@ -244,10 +260,24 @@ class StateStore:
         return self._conn
 
     @contextlib.contextmanager
-    def transaction(self) -> Iterator[sqlite3.Cursor]:
-        """One atomic write: everything inside commits together or not at all."""
+    def transaction(self, *, wait: bool = True) -> Iterator[sqlite3.Cursor]:
+        """One atomic write: everything inside commits together or not at all. Another
+        connection's write (the ledger writer's) is waited for up to BUSY_TIMEOUT_S; without
+        `wait`, `Busy` is raised at once instead and nothing has been done."""
         cursor = self._conn.cursor()
-        cursor.execute("BEGIN IMMEDIATE")
+        if wait:
+            cursor.execute("BEGIN IMMEDIATE")
+        else:
+            cursor.execute("PRAGMA busy_timeout = 0")
+            try:
+                cursor.execute("BEGIN IMMEDIATE")
+            except sqlite3.OperationalError as exc:
+                cursor.close()
+                if exc.sqlite_errorcode == sqlite3.SQLITE_BUSY:
+                    raise Busy(str(exc)) from exc
+                raise
+            finally:
+                self._conn.execute(f"PRAGMA busy_timeout = {round(BUSY_TIMEOUT_S * 1000)}")
         try:
             yield cursor
         except BaseException:
@@ -287,7 +317,8 @@ class StateStore:
         if size == 0:
             raise StateError(f"state file {self.path} is empty. {remedy(self.path)}")
         try:
-            conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+            conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False,
+                                   timeout=BUSY_TIMEOUT_S)
         except sqlite3.Error as exc:
             raise StateError(f"cannot open state file {self.path}: {exc}") from exc
         try:
@@ -321,6 +352,13 @@ class StateStore:
                 f"state file {self.path} has schema version {version}, newer than this "
                 f"inferwatch understands ({len(MIGRATIONS)}); run the newer version"
             )
+        (page_size,) = conn.execute("PRAGMA page_size").fetchone()
+        size = self.path.stat().st_size
+        if page_size and size % page_size:
+            # SQLite writes whole pages; quick_check misses a cut through free pages.
+            raise StateError(f"state file {self.path} is damaged (its {size} bytes are not a "
+                             f"whole number of {page_size}-byte pages: truncated). "
+                             f"{remedy(self.path)}")
         (check,) = conn.execute("PRAGMA quick_check(1)").fetchone()
         if check != "ok":
             detail = " ".join(str(check).split())  # SQLite's report spans lines; ours is one

@@ -321,8 +321,8 @@ async def test_a_failed_final_commit_ends_run_with_status_1_and_logs_crashed(
     failing = False
     real_commit = CheckpointWriter.commit
 
-    def commit(self: CheckpointWriter, work: Any) -> bool:
-        return False if failing else real_commit(self, work)
+    def commit(self: CheckpointWriter, work: Any, **options: Any) -> bool | None:
+        return False if failing else real_commit(self, work, **options)
 
     monkeypatch.setattr(CheckpointWriter, "commit", commit)
     caplog.set_level(logging.INFO, logger="monitor")

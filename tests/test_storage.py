@@ -32,7 +32,7 @@ TS = "2026-01-18T06:07:46.123Z"
 
 STATE_TABLES = {"sources", "file_offsets", "counters", "alert_state", "rule_groups", "silences",
                 "notification_log", "outbox", "rate_log", "sqlite_sequence", "ledger",
-                "cost_daily", "cost_meta", "budget_alerts", "slo_minutes",
+                "ledger_journal", "cost_daily", "cost_meta", "budget_alerts", "slo_minutes",
                 "slo_alerts", "slo_meta"}
 
 def tables(state: StateStore) -> set[str]:

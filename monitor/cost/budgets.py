@@ -189,6 +189,14 @@ class BudgetTracker:
         self._write("DELETE FROM budget_alerts WHERE ended_at IS NOT NULL AND period_end < ?",
                     [(now - ALERTS_KEPT_S,)])
 
+    def reload_spend(self) -> None:
+        """Read every budget's spend from the state file again (the ledger writer restarted,
+        and its last commit may not have reached `add`)."""
+        now = self.clock.time()
+        for state in self.budgets.values():
+            read_spend(self.state.connection, state, currency=self.config.currency,
+                       zone=self.zone, now=now)
+
     # -- reload -----------------------------------------------------------------------------
 
     def configure(self, config: CostConfig) -> None:

@@ -1,12 +1,13 @@
 """The cost ledger: one row per request of a priced source, exactly once.
 
 The requests of a priced source (schema `api_usage`) wait in their pipeline beside its metric
-batch. At each checkpoint `price` turns them into ledger rows and adds their spend to the
-metric store (inside the store's change tracking), and `write` puts the rows, their daily
-roll-ups and the request ids in the same SQLite transaction as the offsets that produced them.
-If that commit fails, the store's changes are undone, `discard` forgets the batch, and the
-requests stay pending in their pipelines: a request is in the ledger if and only if its line
-is committed as read.
+batch; the checkpoint puts them in the ledger's journal (monitor/cost/journal.py) in the same
+transaction as the offsets that read them. `convert` takes the oldest journal rows, prices
+their requests, and writes the ledger rows, their daily roll-ups, the cost counters and the
+journal rows' deletion in one transaction: a request is charged if and only if its line is
+committed as read, once, whichever process stops when. `convert` runs in the ledger writer
+(monitor/cost/feed.py), a process of its own in the daemon, so pricing and SQLite's inserts
+never hold up ingestion.
 
 Amounts are `Decimal`, stored as text, never a float. A request whose model has no price at
 its time, or whose price is in a currency with no exchange rate, is recorded with no amount,
@@ -15,7 +16,9 @@ counted in `cost_unpriced_requests_total{model}`, and warned about once per mode
 Beside the spend (`cost_total`), `cost_cache_savings_total` counts what the requests' prompt
 cache hits saved: those input tokens at the cache-miss price minus at the cache-hit price,
 with the same discount and currency conversion. With `metrics.user_label` both counters
-carry the request's `user` (when the log names one), as the request families do.
+carry the request's `user` (when the log names one), as the request families do. The ledger
+keeps these families in a store of its own and writes their rows; each conversion reports
+their new totals, which the daemon's store takes over.
 
 Duplicates: a request id already charged in the same source within DEDUP_WINDOW_S (by event
 time; at least the last DEDUP_MAX_IDS ids per source, at most twice that between trims) is not
@@ -32,18 +35,28 @@ import decimal
 import itertools
 import logging
 import sqlite3
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import NamedTuple
 from zoneinfo import ZoneInfo
 
+import msgspec
+
 from monitor.config import CostConfig
-from monitor.cost.pricing import Price, PriceTable, charged_split, convert, request_cost
+from monitor.cost import journal
+from monitor.cost.pricing import (
+    TOKENS_PER_PRICE_UNIT,
+    Price,
+    PriceTable,
+    charged_split,
+    convert,
+)
 from monitor.ingest.events import RequestEvent
 from monitor.metrics import families as fam
-from monitor.metrics.store import MetricStore
+from monitor.metrics.persistence import restore_counters, write_counter_rows
+from monitor.metrics.store import CounterSeries, LabelKey, MetricStore
 from monitor.storage import StateStore
 
 log = logging.getLogger(__name__)
@@ -52,6 +65,8 @@ PRICED_SCHEMAS = frozenset({"api_usage"})
 DEDUP_WINDOW_S = 86_400.0
 DEDUP_MAX_IDS = 200_000
 PRICE_CACHE_MODELS = 10_000  # a bound, whatever model names the logs carry
+JOURNAL_ROWS_PER_COMMIT = 1  # journal rows (each a checkpoint's requests) per transaction
+LEDGER_FAMILIES = (fam.COST, fam.COST_CACHE_SAVINGS, fam.COST_UNPRICED_REQUESTS)
 ZERO = Decimal(0)
 ONE = Decimal(1)
 # Wide enough that no sum of ledger amounts is ever rounded.
@@ -60,13 +75,28 @@ EXACT = decimal.Context(prec=80, Emin=-999_999, Emax=999_999,
 
 
 class LedgerEntry(NamedTuple):
-    """One charged request, as budgets see it (a tuple: one is built per request)."""
+    """Charged spend, as budgets see it: the requests of one (source, model, user, minute,
+    local day), `t` the earliest of them. Budgets need no finer grain: their minutes, days and
+    periods all start on whole minutes (periods and days at local midnights)."""
 
     t: float
     source: str
     model: str
     user: str
     amount: Decimal  # in cost.currency
+
+
+class LedgerUpdate(NamedTuple):
+    """What one conversion committed, for the daemon: the new totals of the cost series it
+    changed, and the spend for the budgets."""
+
+    series: list[tuple[str, LabelKey, float]]
+    entries: list[LedgerEntry]
+    requests: int
+
+
+class JournalRaced(Exception):
+    """The journal rows being converted were gone at commit: another writer converted them."""
 
 
 @dataclass(slots=True)
@@ -94,6 +124,55 @@ class DailyTotals:
 DayKey = tuple[str, str, str, str]  # day, source, model, user
 
 
+@dataclass(slots=True)
+class _Spend:
+    t: float  # the earliest request's
+    amount: Decimal
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class _Scale:
+    """How a request of one price row, discount factor and exchange rate is charged: its
+    tokens times the integer prices give `units`; the amount in cost.currency is exactly
+    units x multiplier / 10**places."""
+
+    price: Price
+    factor: Decimal
+    hit: int
+    miss: int
+    output: int
+    multiplier: int
+    places: int
+
+    def amount(self, units: int) -> Decimal:
+        return Decimal(units * self.multiplier).scaleb(-self.places, EXACT)
+
+    def text(self, units: int) -> str:
+        """The amount as plain decimal text with all `places` ("0.002201531280")."""
+        digits = str(units * self.multiplier)
+        places = self.places
+        if not places:
+            return digits
+        if len(digits) > places:
+            return digits[:-places] + "." + digits[-places:]
+        return "0." + digits.rjust(places, "0")
+
+
+@dataclass(slots=True)
+class _Charge:
+    """The priced requests of one (day, minute, source, model, user, scale)."""
+
+    t: float  # the earliest request's
+    scale: _Scale
+    units: int = 0
+    requests: int = 0
+    hit: int = 0
+    miss: int = 0
+    inputs: int = 0
+    output: int = 0
+    saved_hits: int = 0  # charged cache hits beyond `hit` (a split inferred from the input)
+
+
 @dataclass
 class LedgerBatch:
     """What one checkpoint adds to the ledger."""
@@ -101,7 +180,10 @@ class LedgerBatch:
     rows: list[tuple[object, ...]] = field(default_factory=list)
     daily: dict[DayKey, DailyTotals] = field(default_factory=dict)
     new_ids: dict[str, dict[str, float]] = field(default_factory=dict)
-    entries: list[LedgerEntry] = field(default_factory=list)
+    # (source, model, user, minute, day) -> the spend of those requests, for the budgets
+    spend: dict[tuple[str, str, str, int, str], _Spend] = field(default_factory=dict)
+    # (day, minute, source, model, user, id of the scale) -> those requests, priced at the end
+    charges: dict[tuple[str, int, str, str, str, int], _Charge] = field(default_factory=dict)
     # Cache-hit tokens by (source, model, user, id of the price row, discount factor), with
     # that row: each group is priced once, at the end of the batch (the row holds the id).
     hits: dict[tuple[str, str, str, int, Decimal], tuple[Price, int]] = field(
@@ -134,22 +216,29 @@ class LocalDays:
 
 
 class Ledger:
-    """Prices the requests of priced sources and records them with each checkpoint."""
+    """Turns the journal's requests into ledger rows, roll-ups and cost counters."""
 
     def __init__(self, *, state: StateStore, prices: PriceTable, config: CostConfig,
-                 store: MetricStore, user_label: bool = False) -> None:
+                 namespace: str = "inferwatch", series_limit: int = 10_000,
+                 user_label: bool = False) -> None:
         self.state = state
         self.prices = prices
         self.config = config
         self.user_label = user_label
+        # Its own store: the ledger alone writes these families' rows (see LedgerUpdate).
+        store = MetricStore(namespace, series_limit)
         self._cost = store.register(fam.COST)
         self._saved = store.register(fam.COST_CACHE_SAVINGS)
         self._unpriced = store.register(fam.COST_UNPRICED_REQUESTS)
         self._days = LocalDays(config.timezone)
         self._warned: set[str] = set()
         self._price_cache: dict[str, tuple[Price | None, float, float]] = {}
+        # (id of a price row, discount factor) -> its scale, None when it has no exchange rate
+        self._scales: dict[tuple[int, Decimal], _Scale | None] = {}
         self._seen: dict[str, dict[str, float]] = {}  # source -> request id -> event time
-        self.listeners: list[Callable[[Sequence[LedgerEntry]], None]] = []
+        self.store = store
+        self.owned_families = frozenset(store.full_name(spec) for spec in LEDGER_FAMILIES)
+        restore_counters(state, store, self.owned_families)
         self._load_recent_ids()
         self._check_timezone()
 
@@ -162,6 +251,7 @@ class Ledger:
         self.prices = prices
         self.config = config
         self._price_cache.clear()
+        self._scales.clear()
 
     def _check_timezone(self) -> None:
         """Daily roll-ups are days of cost.timezone: when it changed since the last run,
@@ -227,82 +317,201 @@ class Ledger:
     def price(self, pending: Iterable[tuple[str, str | None, Sequence[RequestEvent]]]
               ) -> LedgerBatch:
         """Price the pending requests of each (source, model override, events) and add their
-        spend to the metric store; nothing is written yet."""
+        spend to the ledger's store; nothing is written yet."""
         batch = LedgerBatch()
-        currency = self.config.currency
         for source, model_override, events in pending:
-            seen: Mapping[str, float] = self._seen.get(source, {})
-            new_ids = batch.new_ids.setdefault(source, {})
-            for event in events:
-                request_id = event.request_id
-                if request_id:
-                    if request_id in seen or request_id in new_ids:
-                        batch.duplicates += 1
-                        continue
-                    new_ids[request_id] = event.timestamp
-                self._add(batch, source, model_override or event.model, event, currency)
-        spent: dict[tuple[str, str, str], Decimal] = {}
-        for (_, source, model, user), totals in batch.daily.items():
-            if totals.requests > totals.unpriced:
-                key = (source, model, user if self.user_label else "")
-                spent[key] = EXACT.add(spent.get(key, ZERO), totals.amount)
-        for family, amounts in ((self._cost, spent), (self._saved, self._savings(batch))):
-            for (source, model, user), amount in amounts.items():
-                extra = (("user", user),) if user else ()
-                family.inc(family.key((source, model, currency), extra), float(amount))
+            self._price_source(batch, source, model_override, events)
+        self._settle(batch)
         if batch.duplicates:
             log.info("ledger: %d duplicate request id(s) not charged again", batch.duplicates)
         return batch
 
-    def _add(self, batch: LedgerBatch, source: str, model: str, event: RequestEvent,
-             currency: str) -> None:
+    def _price_source(self, batch: LedgerBatch, source: str,  # noqa: PLR0915 - hot, inlined
+                      model_override: str | None, events: Sequence[RequestEvent]) -> None:
+        """The hot loop: a row per request, its amount as integer units of its `_Scale`, and
+        the units summed per `_Charge` key; `_settle` turns the sums into Decimal once."""
+        seen: Mapping[str, float] = self._seen.get(source, {})
+        new_ids = batch.new_ids.setdefault(source, {})
+        rows, charges = batch.rows, batch.charges
+        price_cache, scales = self._price_cache, self._scales
+        currency = self.config.currency
+        days = self._days
+        for event in events:
+            request_id = event.request_id
+            t = event.timestamp
+            if request_id:
+                if request_id in seen or request_id in new_ids:
+                    batch.duplicates += 1
+                    continue
+                new_ids[request_id] = t
+            model = model_override or event.model
+            hit = event.cache_hit_tokens
+            miss = event.cache_miss_tokens
+            inputs = event.input_tokens
+            output = event.output_tokens or 0
+            user = event.user or ""
+            day = days.day if days.start <= t < days.end else days(t)
+            cached = price_cache.get(model)
+            if cached is None or not cached[1] <= t < cached[2]:
+                cached = self._price_span(model, t)
+            price = cached[0]
+            if price is None:
+                self._warn_unpriced(model, t)
+                scale = None
+            else:
+                factor = price.factor_at(t) if price.discounts else ONE
+                scale_key = (id(price), factor)
+                if scale_key in scales:
+                    scale = scales[scale_key]
+                else:
+                    scale = self._new_scale(price, factor, model)
+            if scale is None or hit is None or miss is None or event.reported_cost is not None \
+                    or output < 0 or hit < 0 or miss < 0:
+                self._add_slowly(batch, source, model, event, scale=scale, day=day)
+                continue
+            # Both split counts known (DeepSeek's usage): they are what is charged.
+            n = hit * scale.hit + miss * scale.miss + output * scale.output
+            rows.append((t, source, request_id, model, user,
+                         inputs if inputs is not None else hit + miss, hit, miss, output,
+                         event.reasoning_tokens or 0, currency, scale.text(n), None))
+            key = (day, -int(-t // 60), source, model, user, id(scale))
+            charge = charges.get(key)
+            if charge is None:
+                charge = charges[key] = _Charge(t, scale)
+            elif t < charge.t:
+                charge.t = t
+            charge.units += n
+            charge.requests += 1
+            charge.hit += hit
+            charge.miss += miss
+            charge.inputs += inputs if inputs is not None else hit + miss
+            charge.output += output
+
+    def _add_slowly(self, batch: LedgerBatch, source: str, model: str, event: RequestEvent, *,
+                    scale: _Scale | None, day: str) -> None:
+        """Every other request: a split to infer, a reported cost, no price, or a count the
+        decoder let through that pricing refuses."""
         t = event.timestamp
-        try:
-            amount = self._amount(model, event, t, currency)
-        except (ArithmeticError, ValueError) as exc:  # one odd request, never the checkpoint
-            self._warn(model, f"cannot price a request of model {model!r}: {exc}")
-            amount = None
         hit = event.cache_hit_tokens or 0
         miss = event.cache_miss_tokens or 0
-        input_tokens = event.input_tokens if event.input_tokens is not None else hit + miss
+        inputs = event.input_tokens if event.input_tokens is not None else hit + miss
         output = event.output_tokens or 0
         user = event.user or ""
+        units = None
+        charged_hit = 0
+        if scale is not None:
+            charged_hit, charged_miss = charged_split(event.input_tokens, event.cache_hit_tokens,
+                                                      event.cache_miss_tokens)
+            if min(charged_hit, charged_miss, output) < 0:
+                self._warn(model, f"cannot price a request of model {model!r}: token counts "
+                                  f"must not be negative: {(charged_hit, charged_miss, output)}")
+            else:
+                units = (charged_hit * scale.hit + charged_miss * scale.miss
+                         + output * scale.output)
         reported_text = event.reported_cost
         reported = None if reported_text is None else _reported(reported_text)
-        # Rows keep the exact amount as Decimal writes it ("0.002201531280"); roll-ups, read by
-        # people, get the normalised text.
         batch.rows.append((
-            t, source, event.request_id, model, user, input_tokens, hit, miss,
-            output, event.reasoning_tokens or 0, currency,
-            None if amount is None else str(amount),
+            t, source, event.request_id, model, user, inputs, hit, miss, output,
+            event.reasoning_tokens or 0, self.config.currency,
+            None if units is None or scale is None else scale.text(units),
             None if reported is None else reported_text))
-        days = self._days
-        day = days.day if days.start <= t < days.end else days(t)
-        key = (day, source, model, user)
-        totals = batch.daily.get(key)
+        totals = batch.daily.get((day, source, model, user))
         if totals is None:
-            totals = batch.daily[key] = DailyTotals()
-        totals.requests += 1
-        totals.cache_hit_tokens += hit
-        totals.cache_miss_tokens += miss
-        totals.input_tokens += input_tokens
-        totals.output_tokens += output
+            totals = batch.daily[(day, source, model, user)] = DailyTotals()
         if reported is not None:
             totals.reported = EXACT.add(totals.reported, reported)
-        if amount is None:
+        if units is None or scale is None:
+            totals.requests += 1
             totals.unpriced += 1
+            totals.cache_hit_tokens += hit
+            totals.cache_miss_tokens += miss
+            totals.input_tokens += inputs
+            totals.output_tokens += output
             self._unpriced.inc(self._unpriced.key((model,)))
             return
-        totals.amount = EXACT.add(totals.amount, amount)
-        batch.entries.append(LedgerEntry(t, source, model, user, amount))
-        saved_hits = charged_split(event.input_tokens, event.cache_hit_tokens,
-                                   event.cache_miss_tokens)[0]
-        price = self._price_cache[model][0]  # `_amount` priced it: its row is cached
-        if saved_hits and price is not None:
-            factor = price.factor_at(t) if price.discounts else ONE
-            hits_key = (source, model, user if self.user_label else "", id(price), factor)
-            before = batch.hits.get(hits_key)
-            batch.hits[hits_key] = (price, saved_hits + (0 if before is None else before[1]))
+        key = (day, -int(-t // 60), source, model, user, id(scale))
+        charge = batch.charges.get(key)
+        if charge is None:
+            charge = batch.charges[key] = _Charge(t, scale)
+        charge.t = min(charge.t, t)
+        charge.units += units
+        charge.requests += 1
+        charge.hit += hit
+        charge.miss += miss
+        charge.inputs += inputs
+        charge.output += output
+        charge.saved_hits += charged_hit - hit  # the split charged differs from the raw one
+
+    def _settle(self, batch: LedgerBatch) -> None:
+        """The charges' amounts (one exact Decimal each) into the roll-ups, the budgets'
+        spend, and the cost and savings counters."""
+        spent: dict[tuple[str, str, str], Decimal] = {}
+        hits: dict[tuple[str, str, str, int, Decimal], tuple[Price, int]] = {}
+        for (day, minute, source, model, user, _), charge in batch.charges.items():
+            scale = charge.scale
+            amount = scale.amount(charge.units)
+            totals = batch.daily.get((day, source, model, user))
+            if totals is None:
+                totals = batch.daily[(day, source, model, user)] = DailyTotals()
+            totals.requests += charge.requests
+            totals.cache_hit_tokens += charge.hit
+            totals.cache_miss_tokens += charge.miss
+            totals.input_tokens += charge.inputs
+            totals.output_tokens += charge.output
+            totals.amount = EXACT.add(totals.amount, amount)
+            spend = batch.spend.get((source, model, user, minute, day))
+            if spend is None:
+                batch.spend[(source, model, user, minute, day)] = _Spend(charge.t, amount)
+            else:  # another price row or factor within the same minute
+                spend.t = min(spend.t, charge.t)
+                spend.amount = EXACT.add(spend.amount, amount)
+            label_user = user if self.user_label else ""
+            key = (source, model, label_user)
+            spent[key] = EXACT.add(spent.get(key, ZERO), amount)
+            saved = charge.hit + charge.saved_hits
+            if saved:
+                hits_key = (source, model, label_user, id(scale.price), scale.factor)
+                before = hits.get(hits_key)
+                hits[hits_key] = (scale.price, saved + (0 if before is None else before[1]))
+        batch.hits = hits
+        currency = self.config.currency
+        for family, amounts in ((self._cost, spent), (self._saved, self._savings(batch))):
+            for (source, model, user), amount in amounts.items():
+                extra = (("user", user),) if user else ()
+                family.inc(family.key((source, model, currency), extra), float(amount))
+
+    def _new_scale(self, price: Price, factor: Decimal, model: str) -> _Scale | None:
+        """The scale of `price` under `factor`, kept for the next requests; None (and a
+        warning) when its currency has no exchange rate."""
+        if len(self._scales) >= PRICE_CACHE_MODELS:
+            self._scales.clear()
+        multiplier = factor
+        if price.currency != self.config.currency:
+            rate = self.config.exchange_rates.get(price.currency)
+            if rate is None:
+                self._warn(model, f"model {model!r} is priced in {price.currency} and "
+                                  f"cost.exchange_rates has no rate to "
+                                  f"{self.config.currency}; its requests are counted as "
+                                  "unpriced")
+                self._scales[(id(price), factor)] = None
+                return None
+            multiplier = EXACT.multiply(multiplier, rate)
+        exponent, hit, miss, output = price.scaled()
+        sign, digits, multiplier_exponent = multiplier.as_tuple()
+        assert isinstance(multiplier_exponent, int)  # finite by validation
+        whole = int("".join(map(str, digits)) or "0") * (-1 if sign else 1)
+        places = TOKENS_PER_PRICE_UNIT - exponent - multiplier_exponent
+        if places < 0:  # a whole amount: fold the zeros into the multiplier
+            whole, places = whole * 10 ** -places, 0
+        scale = self._scales[(id(price), factor)] = _Scale(
+            price, factor, hit, miss, output, whole, places)
+        return scale
+
+    def _warn_unpriced(self, model: str, t: float) -> None:
+        self._warn(model, f"no price for model {model!r} at "
+                          f"{datetime.fromtimestamp(t).astimezone().isoformat()}; its "
+                          "requests are counted in cost_unpriced_requests_total, not "
+                          "costed. Add it with cost.pricing_files")
 
     def _price_span(self, model: str, t: float) -> tuple[Price | None, float, float]:
         """The table's row for `model` at t and how long it holds, cached per model so a
@@ -312,31 +521,6 @@ class Ledger:
         found = self._price_cache[model] = self.prices.price_span(
             model, t, currency=self.config.currency)
         return found
-
-    def _amount(self, model: str, event: RequestEvent, t: float,
-                currency: str) -> Decimal | None:
-        cached = self._price_cache.get(model)
-        if cached is None or not cached[1] <= t < cached[2]:
-            cached = self._price_span(model, t)
-        price = cached[0]
-        if price is None:
-            self._warn(model, f"no price for model {model!r} at "
-                              f"{datetime.fromtimestamp(t).astimezone().isoformat()}; its "
-                              "requests are counted in cost_unpriced_requests_total, not "
-                              "costed. Add it with cost.pricing_files")
-            return None
-        amount = request_cost(price, t, input_tokens=event.input_tokens,
-                              cache_hit_tokens=event.cache_hit_tokens,
-                              cache_miss_tokens=event.cache_miss_tokens,
-                              output_tokens=event.output_tokens)
-        if price.currency == currency:
-            return amount
-        converted = convert(amount, price.currency, currency, self.config.exchange_rates)
-        if converted is None:
-            self._warn(model, f"model {model!r} is priced in {price.currency} and "
-                              f"cost.exchange_rates has no rate to {currency}; "
-                              "its requests are counted as unpriced")
-        return converted
 
     def _savings(self, batch: LedgerBatch) -> dict[tuple[str, str, str], Decimal]:
         """What the batch's cache hits saved, by (source, model, user), in cost.currency."""
@@ -380,7 +564,7 @@ class Ledger:
                  totals.cache_miss_tokens, totals.input_tokens, totals.output_tokens))
 
     def committed(self, batch: LedgerBatch) -> None:
-        """The batch's transaction succeeded."""
+        """The batch's transaction succeeded: its request ids join the dedup window."""
         for source, ids in batch.new_ids.items():
             seen = self._seen.get(source)
             if seen is None:
@@ -388,14 +572,73 @@ class Ledger:
             seen.update(ids)
             if len(seen) > 2 * DEDUP_MAX_IDS:  # trimmed in bulk, not one id at a time
                 self._seen[source] = _newest(seen, DEDUP_MAX_IDS)
-        if batch.entries:
-            for listener in self.listeners:
-                try:
-                    listener(batch.entries)
-                except Exception:  # a budget defect must never fail ingestion
-                    log.exception("cost listener failed")
+
+    # -- the journal ------------------------------------------------------------------------------
+
+    def convert(self) -> LedgerUpdate | None:
+        """Price the oldest journal rows and commit their ledger rows, roll-ups and cost
+        counters with the rows' deletion; None when the journal is empty. `sqlite3.Error` if
+        the commit failed (nothing changed: the rows stay for the next try)."""
+        rows = journal.oldest(self.state.connection, JOURNAL_ROWS_PER_COMMIT)
+        if not rows:
+            return None
+        pending = []
+        for row in rows:
+            try:
+                pending.append((row.source, row.model_override, journal.decode(row.events)))
+            except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+                # Only a damaged file does this; the row would block every row behind it.
+                log.error("cost ledger: journal row %d of source %s is unreadable and is "
+                          "dropped (%s)", row.id, row.source, exc)
+        store = self.store
+        store.begin_changes()
+        try:
+            batch = self.price(pending)
+            changed = store.take_dirty()
+            with self.state.transaction() as cursor:
+                _delete_journal_rows(cursor, rows)
+                write_counter_rows(cursor, changed)
+                self.write(cursor, batch)
+        except JournalRaced:
+            store.undo_changes()
+            log.error("cost ledger: another writer converted journal rows %d-%d; reading the "
+                      "dedup window and cost counters again", rows[0].id, rows[-1].id)
+            self.resync()
+            return self.convert()
+        except BaseException:
+            store.undo_changes()
+            raise
+        store.keep_changes()
+        self.committed(batch)
+        series = [(family.full_name, key, value.value) for family, key, value in changed
+                  if isinstance(value, CounterSeries)]
+        entries = [LedgerEntry(spent.t, source, model, user, spent.amount)
+                   for (source, model, user, _, _), spent in batch.spend.items()]
+        return LedgerUpdate(series, entries, sum(len(events) for _, _, events in pending))
+
+    def totals(self) -> list[tuple[str, LabelKey, float]]:
+        """Every cost series this ledger holds, as `LedgerUpdate.series`."""
+        return [(family.full_name, key, series.value)
+                for family in self.store.families() if family.full_name in self.owned_families
+                for key, series in family.series.items() if isinstance(series, CounterSeries)]
+
+    def resync(self) -> None:
+        """Read the dedup window and the cost counters from the state file again."""
+        self._seen = {}
+        self._load_recent_ids()
+        for family in self.store.families():
+            if family.full_name in self.owned_families:
+                family.series.clear()
+        restore_counters(self.state, self.store, self.owned_families)
 
     # -- housekeeping ---------------------------------------------------------------------------
+
+    def prune_and_log(self, now: float) -> None:
+        rows, ids = self.prune(now)
+        if rows:
+            log.info("cost ledger: %d row(s) past cost.ledger_retention removed (daily "
+                     "roll-ups kept)", rows)
+        log.debug("cost ledger: %d request id(s) left the dedup window", ids)
 
     def prune(self, now: float) -> tuple[int, int]:
         """Drop ledger rows past retention, and forget request ids past the dedup window;
@@ -412,6 +655,13 @@ class Ledger:
             ids += len(seen) - len(kept)
             self._seen[source] = kept
         return rows, ids
+
+
+def _delete_journal_rows(cursor: sqlite3.Cursor, rows: Sequence[journal.JournalRow]) -> None:
+    """Delete the rows being converted, or raise JournalRaced if any is already gone."""
+    deleted = cursor.execute("DELETE FROM ledger_journal WHERE id <= ?", (rows[-1].id,)).rowcount
+    if deleted != len(rows):
+        raise JournalRaced
 
 
 def _newest(seen: dict[str, float], keep: int) -> dict[str, float]:

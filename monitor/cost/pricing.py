@@ -53,6 +53,7 @@ _EXACT = decimal.Context(prec=decimal.MAX_PREC, Emax=decimal.MAX_EMAX, Emin=deci
 _ONE = Decimal(1)
 _MINUTES_PER_DAY = 1440
 _TOKENS_PER_PRICE_UNIT = 6  # prices are per 10**6 tokens
+TOKENS_PER_PRICE_UNIT = _TOKENS_PER_PRICE_UNIT
 
 _MAX_PRICE_DIGITS = 30
 _PRICE_RE = re.compile(r"[+-]?[0-9]+(?:\.[0-9]+)?")
@@ -113,6 +114,11 @@ class Price:
             exponent = min(exponent, int(price.as_tuple().exponent))
         hit, miss, output = (int(price.scaleb(-exponent, _EXACT)) for price in prices)
         return exponent, hit, miss, output
+
+    def scaled(self) -> tuple[int, int, int, int]:
+        """(exponent, hit, miss, output): the prices per 10**TOKENS_PER_PRICE_UNIT tokens as
+        integers times 10**exponent."""
+        return self._scaled
 
     def cost(self, hit: int, miss: int, output: int, t: float) -> Decimal:
         """The exact cost of these token counts at time t, in `currency`."""

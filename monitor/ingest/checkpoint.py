@@ -5,6 +5,10 @@ counter series and the file positions in one SQLite transaction. It runs on the 
 without awaiting between the two steps, so nothing (no `/metrics` request) can observe counts
 whose offsets are not committed; and a process killed anywhere in between restarts from the
 previous commit, re-reading exactly the lines whose counts were lost.
+
+The requests of priced sources go into the ledger's journal in the same transaction
+(monitor/cost/journal.py); the ledger writer owns the cost families' rows, so this writer
+leaves them out.
 """
 
 from __future__ import annotations
@@ -13,67 +17,19 @@ import logging
 import sqlite3
 from collections.abc import Iterable, Sequence
 
-import orjson
-
 from monitor.clock import Clock
-from monitor.cost.ledger import Ledger
-from monitor.errors import StateError
+from monitor.cost.feed import LedgerFeed
 from monitor.ingest.files import FileCheckpoint, FileIdentity
 from monitor.ingest.pipeline import SourcePipeline
 from monitor.ingest.tailer import RotationAwareTailer
 from monitor.metrics import families as fam
-from monitor.metrics.store import (
-    CounterSeries,
-    HistogramSeries,
-    LabelKey,
-    MetricFamily,
-    MetricStore,
-    Series,
-)
-from monitor.storage import StateStore, remedy
+from monitor.metrics.persistence import restore_counters, write_counter_rows
+from monitor.metrics.store import MetricStore
+from monitor.storage import Busy, StateStore
+
+__all__ = ["CheckpointWriter", "known_sources", "load_file_checkpoints", "restore_counters"]
 
 log = logging.getLogger(__name__)
-
-
-def _encode_labels(key: LabelKey) -> str:
-    return orjson.dumps([list(pair) for pair in key]).decode()
-
-
-def _decode_labels(text: str) -> LabelKey:
-    return tuple((str(name), str(value)) for name, value in orjson.loads(text))
-
-
-def restore_counters(state: StateStore, store: MetricStore) -> int:
-    """Load every persisted counter and histogram series into the store."""
-    rows = state.connection.execute("SELECT family, labels, kind, value, buckets FROM counters")
-    restored = 0
-    for family, labels, kind, value, buckets in rows:
-        try:
-            series = _decode_series(kind, value, buckets)
-            key = _decode_labels(labels)
-        except (orjson.JSONDecodeError, TypeError, ValueError) as exc:
-            raise StateError(
-                f"state file {state.path} holds an unreadable counter row for {family} "
-                f"({exc}). {remedy(state.path)}"
-            ) from exc
-        store.restore(family, key, series)
-        restored += 1
-    return restored
-
-
-def _decode_series(kind: str, value: float, buckets: str | None) -> Series:
-    if kind == "counter":
-        return CounterSeries(float(value))
-    if buckets is None:
-        raise ValueError("a histogram row without buckets")
-    counts = [int(c) for c in orjson.loads(buckets)]
-    if not counts or any(c < 0 for c in counts):
-        raise ValueError("histogram buckets must be non-negative counts")
-    series = HistogramSeries(len(counts) - 1)
-    series.counts = counts
-    series.count = sum(counts)
-    series.sum = float(value)
-    return series
 
 
 def load_file_checkpoints(state: StateStore, source: str) -> list[FileCheckpoint]:
@@ -97,7 +53,7 @@ class CheckpointWriter:
     """Commits the pending work of a set of pipelines atomically."""
 
     def __init__(self, state: StateStore, store: MetricStore, clock: Clock,
-                 ledger: Ledger | None = None) -> None:
+                 ledger: LedgerFeed | None = None) -> None:
         self.state = state
         self.store = store
         self.clock = clock
@@ -107,43 +63,49 @@ class CheckpointWriter:
         self._failed_since_log = 0
         self._failure_logged_at: float | None = None
 
-    def commit(self, work: Sequence[tuple[SourcePipeline, RotationAwareTailer]]) -> bool:
+    def commit(self, work: Sequence[tuple[SourcePipeline, RotationAwareTailer]], *,
+               wait: bool = True) -> bool | None:
         """Apply every pending batch and commit it with the offsets; False (and nothing
-        changed, the batches still pending) if the state file refused the transaction."""
-        self.store.begin_changes()
-        for pipeline, _ in work:
-            pipeline.apply()
-        costs = None
-        if self.ledger is not None:
-            costs = self.ledger.price(
-                (pipeline.name, pipeline.model_override, pipeline.priced_events)
-                for pipeline, _ in work if pipeline.priced_events)
-        dirty = self.store.take_dirty()
+        changed, the batches still pending) if the state file refused the transaction. Without
+        `wait`, None (nothing done, not a failure) when the ledger writer holds the write lock:
+        the caller reads on and tries again."""
+        priced = [(pipeline.name, pipeline.model_override, pipeline.priced_events)
+                  for pipeline, _ in work if pipeline.priced_events]
         tailers = [tailer for _, tailer in work]
         new_sources = [t.source for t in tailers if t.source not in self._recorded_sources]
         try:
-            with self.state.transaction() as cursor:
-                self._write_counters(cursor, dirty)
+            with self.state.transaction(wait=wait) as cursor:
+                # Applied under the lock, so that a busy state file costs no apply and undo.
+                self.store.begin_changes()
+                for pipeline, _ in work:
+                    pipeline.apply()
+                dirty = self.store.take_dirty()
+                if self.ledger is not None:
+                    owned = self.ledger.owned_families
+                    dirty = [change for change in dirty if change[0].full_name not in owned]
+                write_counter_rows(cursor, dirty)
                 for tailer in tailers:
                     self._write_offsets(cursor, tailer)
                 cursor.executemany(
                     "INSERT OR IGNORE INTO sources (name, first_seen) VALUES (?, ?)",
                     [(name, self.clock.time()) for name in new_sources],
                 )
-                if costs is not None and self.ledger is not None:
-                    self.ledger.write(cursor, costs)
+                if priced and self.ledger is not None:
+                    self.ledger.record(cursor, priced)
+        except Busy:
+            return None
         except sqlite3.Error as exc:
             self.store.undo_changes()
             self._failures.inc(self._failures.key(()))
             self._log_failure(exc)
             return False
         self.store.keep_changes()
-        if costs is not None and self.ledger is not None:
-            self.ledger.committed(costs)
         for pipeline, tailer in work:
             pipeline.clear()
             tailer.mark_saved()
         self._recorded_sources.update(new_sources)
+        if priced and self.ledger is not None:
+            self.ledger.recorded()
         if self._failed_since_log or self._failure_logged_at is not None:
             log.info("checkpoint succeeded again")
             self._failed_since_log, self._failure_logged_at = 0, None
@@ -159,24 +121,6 @@ class CheckpointWriter:
                       self._failed_since_log, exc)
             self._failure_logged_at = now
             self._failed_since_log = 0
-
-    @staticmethod
-    def _write_counters(cursor: sqlite3.Cursor,
-                        dirty: Iterable[tuple[MetricFamily, LabelKey, Series]]) -> None:
-        rows: list[tuple[str, str, str, float, str | None]] = []
-        for family, key, series in dirty:
-            if isinstance(series, CounterSeries):
-                rows.append((family.full_name, _encode_labels(key), "counter", series.value,
-                             None))
-            elif isinstance(series, HistogramSeries):
-                rows.append((family.full_name, _encode_labels(key), "histogram", series.sum,
-                             orjson.dumps(series.counts).decode()))
-        cursor.executemany(
-            "INSERT INTO counters (family, labels, kind, value, buckets) VALUES (?, ?, ?, ?, ?) "
-            "ON CONFLICT (family, labels) DO UPDATE SET kind = excluded.kind, "
-            "value = excluded.value, buckets = excluded.buckets",
-            rows,
-        )
 
     @staticmethod
     def _write_offsets(cursor: sqlite3.Cursor, tailer: RotationAwareTailer) -> None:

@@ -61,12 +61,13 @@ def classify_error(status: int | None, text: str) -> str:
     return OTHER
 
 
-class RequestEvent(msgspec.Struct, gc=False):
+class RequestEvent(msgspec.Struct, gc=False, array_like=True):
     """One request, as read from one log line.
 
     A msgspec Struct without GC tracking: built once per line, it costs a third of a slotted
     dataclass. It holds no containers, so it can never be part of a reference cycle. Not
-    frozen, for the same speed; nothing mutates an event after its schema builds it.
+    frozen, for the same speed; nothing mutates an event after its schema builds it. Encoded
+    as an array (the ledger journal's msgpack: a third of the bytes, half the time of a map).
     """
 
     timestamp: float  # epoch seconds, UTC

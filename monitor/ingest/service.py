@@ -22,7 +22,8 @@ from dataclasses import dataclass
 
 from monitor.clock import Clock
 from monitor.config import IngestConfig, MetricsConfig, SourceConfig
-from monitor.cost.ledger import PRICED_SCHEMAS, Ledger
+from monitor.cost.feed import LedgerFeed
+from monitor.cost.ledger import PRICED_SCHEMAS
 from monitor.ingest.checkpoint import CheckpointWriter, known_sources, load_file_checkpoints
 from monitor.ingest.decoders import FAST_DECODERS
 from monitor.ingest.pipeline import SourcePipeline, build_filter
@@ -42,6 +43,7 @@ MIN_CYCLE_S = 0.05  # at most 20 read cycles a second, however chatty the writer
 LIVE_COMMIT_GAP_S = 0.1
 STOP_DRAIN_S = 5.0  # on stop, read what is left for this long at most (TimeoutStopSec is 30 s)
 PRUNE_AFTER_S = 7 * 86400.0
+BUSY_READ_AHEAD = 4  # checkpoint_lines read on at most while the state file is busy
 
 
 def _absolute(pattern: str) -> str:
@@ -79,7 +81,7 @@ class IngestService:
         store: MetricStore,
         clock: Clock,
         watcher_factory: Callable[[bool], ChangeWatcher] = make_watcher,
-        ledger: Ledger | None = None,
+        ledger: LedgerFeed | None = None,
     ) -> None:
         self.ingest = ingest
         self.ledger = ledger
@@ -247,8 +249,12 @@ class IngestService:
                         break
                     pipeline.process(chunk, tracked.path)
                     self.last_tick = self.clock.monotonic()  # progress, for the watchdog
-                    if self._pending_lines() >= self.ingest.checkpoint_lines:
-                        self._checkpoint()
+                    pending = self._pending_lines()
+                    if pending >= self.ingest.checkpoint_lines:
+                        # While the ledger writer holds the state file, read on rather than
+                        # wait, up to a few batches' worth.
+                        self._checkpoint(
+                            wait=pending >= BUSY_READ_AHEAD * self.ingest.checkpoint_lines)
                     await asyncio.sleep(0)  # let the HTTP server and timers run
             except OSError as exc:
                 self._read_error(rt, tracked.path, exc)
@@ -292,11 +298,13 @@ class IngestService:
             rt.tailer.dirty_checkpoints() or rt.tailer.removed for rt in self.runtimes.values()
         ))
 
-    def _checkpoint(self) -> bool:
+    def _checkpoint(self, *, wait: bool = True) -> bool:
         caught_up = [rt for rt in self.runtimes.values() if rt.tailer.caught_up()]
         had_lines = self._pending_lines() > 0
         committed = self._writer.commit([(rt.pipeline, rt.tailer)
-                                         for rt in self.runtimes.values()])
+                                         for rt in self.runtimes.values()], wait=wait)
+        if committed is None:
+            return False  # busy: nothing was tried, so nothing failed
         self._last_commit = self.clock.monotonic()
         self._last_commit_ok = committed
         if committed:

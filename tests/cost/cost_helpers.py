@@ -16,6 +16,7 @@ import orjson
 
 from monitor.clock import FakeClock
 from monitor.config import CostConfig
+from monitor.cost.feed import LocalLedgerFeed
 from monitor.cost.ledger import Ledger, LedgerEntry
 from monitor.cost.pricing import PriceTable
 from monitor.ingest.checkpoint import CheckpointWriter
@@ -90,9 +91,10 @@ class Rig:
         self.state = StateStore(self.directory / "state")
         self.store = MetricStore()
         self.ledger = Ledger(state=self.state, prices=self.table, config=self.config,
-                             store=self.store, user_label=self.user_label)
-        self.ledger.listeners.append(self.entries.extend)
-        self.writer = CheckpointWriter(self.state, self.store, self.clock, self.ledger)
+                             user_label=self.user_label)
+        self.ledger_feed = LocalLedgerFeed(self.store, self.ledger)
+        self.ledger_feed.listeners.append(self.entries.extend)
+        self.writer = CheckpointWriter(self.state, self.store, self.clock, self.ledger_feed)
         self.pipeline = SourcePipeline(
             name="api", schema=parse_api_usage, fast_decoder=FAST_DECODERS["api_usage"],
             store=self.store, clock=self.clock, priced=True)

@@ -26,8 +26,9 @@ from monitor.cost.budgets import (
     THRESHOLD_ALERT,
     BudgetTracker,
 )
+from monitor.cost.feed import LocalLedgerFeed
 from monitor.cost.forecast import forecast_at
-from monitor.cost.ledger import Ledger
+from monitor.cost.ledger import Ledger, LedgerEntry
 from monitor.cost.pricing import PriceTable
 from monitor.ingest.events import RequestEvent
 from monitor.metrics.store import GaugeSeries, MetricStore
@@ -65,12 +66,14 @@ class Rig:
     def start(self) -> None:
         self.state = StateStore(self.directory / "state")
         self.store = MetricStore()
-        self.ledger = Ledger(state=self.state, prices=self.table, config=self.config,
-                             store=self.store)
+        self.ledger = Ledger(state=self.state, prices=self.table, config=self.config)
+        self.feed = LocalLedgerFeed(self.store, self.ledger)
         self.tracker = BudgetTracker(self.config, state=self.state, store=self.store,
                                      clock=self.clock)
         self.tracker.load()
-        self.ledger.listeners.append(self.tracker.add)
+        self.charged: list[LedgerEntry] = []
+        self.feed.listeners.append(self.charged.extend)
+        self.feed.listeners.append(self.tracker.add)
 
     def restart(self) -> None:
         self.state.close()
@@ -90,11 +93,11 @@ class Rig:
             input_tokens=0, output_tokens=int(tokens), reasoning_tokens=None,
             cache_hit_tokens=None, cache_miss_tokens=None, throughput=None,
             reported_cost=None)
-        batch = self.ledger.price([(source, None, [event])])
-        assert [e.amount for e in batch.entries] == [Decimal(amount)]
         with self.state.transaction() as cursor:
-            self.ledger.write(cursor, batch)
-        self.ledger.committed(batch)
+            self.feed.record(cursor, [(source, None, [event])])
+        self.charged.clear()
+        self.feed.recorded()
+        assert [e.amount for e in self.charged] == [Decimal(amount)]
 
     def evaluate(self) -> list[NotifyAlert]:
         return self.tracker.evaluate(self.now)

@@ -23,6 +23,8 @@ from cost_helpers import JAN, FakeTailer, Rig, usage
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from monitor.cost import journal
+
 
 def cny(hit: int, miss: int, output: int, prices: tuple[str, str, str],
         factor: str = "1") -> Decimal:
@@ -127,7 +129,30 @@ def test_a_new_timezone_rebuilds_the_roll_ups_at_start(tmp_path: Path) -> None:
     rig.state.close()
 
 
-def test_a_failed_commit_leaves_no_row_and_the_retry_charges_once(
+def test_a_failed_checkpoint_journals_nothing_and_the_retry_charges_once(
+        rig: Rig, monkeypatch: pytest.MonkeyPatch) -> None:
+    real = journal.append
+    calls = 0
+
+    def failing_once(cursor: sqlite3.Cursor, pending: Any) -> int:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            raise sqlite3.OperationalError("database or disk is full")
+        return real(cursor, pending)
+
+    monkeypatch.setattr(journal, "append", failing_once)
+    assert not rig.feed(usage("a", "chat", JAN, miss=1000))
+    assert rig.rows() == []
+    assert journal.length(rig.state.connection) == 0
+    assert rig.counter("inferwatch_cost") == {}
+    # The request is still pending in its pipeline: the next checkpoint commits it once.
+    assert rig.writer.commit([(rig.pipeline, FakeTailer("api"))])  # type: ignore[list-item]
+    assert [r[0] for r in rig.rows()] == ["a"]
+    assert len(rig.entries) == 1
+
+
+def test_a_failed_conversion_leaves_the_journal_and_the_retry_charges_once(
         rig: Rig, monkeypatch: pytest.MonkeyPatch) -> None:
     real = rig.ledger.write
     calls = 0
@@ -140,14 +165,20 @@ def test_a_failed_commit_leaves_no_row_and_the_retry_charges_once(
         real(cursor, batch)
 
     monkeypatch.setattr(rig.ledger, "write", failing_once)
-    assert not rig.feed(usage("a", "chat", JAN, miss=1000))
+    assert rig.feed(usage("a", "chat", JAN, miss=1000))  # the checkpoint itself commits
     assert rig.rows() == []
+    assert journal.length(rig.state.connection) == 1
     assert rig.counter("inferwatch_cost") == {}
+    assert rig.ledger.totals() == []  # the ledger's own store was put back too
     assert rig.entries == []
-    # The request is still pending in its pipeline: the next checkpoint commits it once.
-    assert rig.writer.commit([(rig.pipeline, FakeTailer("api"))])  # type: ignore[list-item]
+    # The next conversion (after the next checkpoint, or the writer's retry) charges it once.
+    assert rig.ledger_feed.drain()
     assert [r[0] for r in rig.rows()] == ["a"]
+    assert journal.length(rig.state.connection) == 0
     assert len(rig.entries) == 1
+    [(_, value)] = rig.counter("inferwatch_cost").items()
+    assert value == pytest.approx(0.002)
+    assert rig.ledger.totals()[0][2] == value
 
 
 def test_prune_drops_rows_past_retention_and_keeps_the_roll_ups(rig: Rig) -> None:

@@ -240,9 +240,9 @@ class Injection:
             before = self.point == "before_commit"
 
             @contextlib.contextmanager
-            def dying_transaction() -> Iterator[Any]:
+            def dying_transaction(**options: Any) -> Iterator[Any]:
                 due = self.due()
-                with transaction() as cursor:
+                with transaction(**options) as cursor:
                     yield cursor
                     if due and before:  # every row written, COMMIT not yet run
                         os.kill(os.getpid(), signal.SIGKILL)
