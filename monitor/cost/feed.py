@@ -198,15 +198,18 @@ class WorkerLedgerFeed(LedgerFeed):
         self._wakes += 1
         if self._sock is None:
             if self._restart is None and not self._closing:
-                self.start()
+                try:
+                    self.start()
+                except OSError as exc:  # never the checkpoint's problem: the journal waits
+                    self._schedule_restart(f"cannot start ({exc})")
             return
         self._send_wake()
 
     def start(self) -> None:
         """Start the writer (on the running event loop) unless it runs."""
+        self._loop = asyncio.get_running_loop()
         if self._sock is not None or self._closing:
             return
-        self._loop = asyncio.get_running_loop()
         parent, child = socket.socketpair()
         try:
             self.process = subprocess.Popen(  # noqa: S603 - our own module, no shell
@@ -288,18 +291,24 @@ class WorkerLedgerFeed(LedgerFeed):
         self._sock.close()
         self._sock = None
         code = self._reap()
-        if self._closing:
-            return
+        if not self._closing:
+            self._schedule_restart(f"exited (status {code})")
+
+    def _schedule_restart(self, why: str) -> None:
+        assert self._loop is not None
         delay = RESTART_DELAYS_S[min(self._deaths, len(RESTART_DELAYS_S) - 1)]
         self._deaths += 1
-        log.error("cost ledger writer exited (status %s); restarting it in %.1f s (the "
-                  "journal keeps what it had not converted)", code, delay)
+        log.error("cost ledger writer %s; starting it again in %.1f s (the journal keeps what "
+                  "it had not converted)", why, delay)
         self._restart = self._loop.call_later(delay, self._restart_now)
 
     def _restart_now(self) -> None:
         self._restart = None
         self.restarts += 1
-        self.start()
+        try:
+            self.start()
+        except OSError as exc:
+            self._schedule_restart(f"cannot start ({exc})")
 
     def _reap(self) -> int | None:
         process, self.process = self.process, None
