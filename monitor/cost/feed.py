@@ -363,10 +363,3 @@ class WorkerLedgerFeed(LedgerFeed):
         self._sock = None
         self._reap()
 
-
-def writer_pid(feed: LedgerFeed) -> int | None:
-    """The writer process's pid, when it runs in one (for tests and the status page)."""
-    if isinstance(feed, WorkerLedgerFeed) and feed.process is not None:
-        return feed.process.pid
-    return None
-

@@ -11,7 +11,7 @@ dies when.
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from typing import NamedTuple
 
 import msgspec
@@ -31,7 +31,7 @@ class JournalRow(NamedTuple):
     events: bytes
 
 
-def append(cursor: sqlite3.Cursor, pending: Iterable[Pending]) -> int:
+def append(cursor: sqlite3.Cursor, pending: Sequence[Pending]) -> int:
     """Inside the checkpoint's transaction: one row per source with requests; the number of
     requests journaled."""
     rows = [(source, override, _ENCODER.encode(events))
