@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 import sqlite3
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from datetime import UTC, datetime
 from decimal import Decimal
 from fractions import Fraction
@@ -129,19 +129,23 @@ def test_a_new_timezone_rebuilds_the_roll_ups_at_start(tmp_path: Path) -> None:
     rig.state.close()
 
 
-def test_a_failed_checkpoint_journals_nothing_and_the_retry_charges_once(
-        rig: Rig, monkeypatch: pytest.MonkeyPatch) -> None:
-    real = journal.append
+def failing_once(real: Callable[..., Any]) -> Callable[..., Any]:
+    """`real`, except that its first call fails as a full disk does."""
     calls = 0
 
-    def failing_once(cursor: sqlite3.Cursor, pending: Any) -> int:
+    def call(*args: Any) -> Any:
         nonlocal calls
         calls += 1
         if calls == 1:
             raise sqlite3.OperationalError("database or disk is full")
-        return real(cursor, pending)
+        return real(*args)
 
-    monkeypatch.setattr(journal, "append", failing_once)
+    return call
+
+
+def test_a_failed_checkpoint_journals_nothing_and_the_retry_charges_once(
+        rig: Rig, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(journal, "append", failing_once(journal.append))
     assert not rig.feed(usage("a", "chat", JAN, miss=1000))
     assert rig.rows() == []
     assert journal.length(rig.state.connection) == 0
@@ -154,17 +158,7 @@ def test_a_failed_checkpoint_journals_nothing_and_the_retry_charges_once(
 
 def test_a_failed_conversion_leaves_the_journal_and_the_retry_charges_once(
         rig: Rig, monkeypatch: pytest.MonkeyPatch) -> None:
-    real = rig.ledger.write
-    calls = 0
-
-    def failing_once(cursor: sqlite3.Cursor, batch: Any) -> None:
-        nonlocal calls
-        calls += 1
-        if calls == 1:
-            raise sqlite3.OperationalError("database or disk is full")
-        real(cursor, batch)
-
-    monkeypatch.setattr(rig.ledger, "write", failing_once)
+    monkeypatch.setattr(rig.ledger, "write", failing_once(rig.ledger.write))
     assert rig.feed(usage("a", "chat", JAN, miss=1000))  # the checkpoint itself commits
     assert rig.rows() == []
     assert journal.length(rig.state.connection) == 1
@@ -179,6 +173,20 @@ def test_a_failed_conversion_leaves_the_journal_and_the_retry_charges_once(
     [(_, value)] = rig.counter("inferwatch_cost").items()
     assert value == pytest.approx(0.002)
     assert rig.ledger.totals()[0][2] == value
+
+
+def test_an_unreadable_journal_row_is_dropped_and_the_rows_behind_it_are_charged(
+        rig: Rig, caplog: pytest.LogCaptureFixture) -> None:
+    with rig.state.transaction() as cursor:  # what a damaged page would hand back
+        cursor.executemany(
+            "INSERT INTO ledger_journal (source, model_override, events) VALUES (?, ?, ?)",
+            [("api", None, b"\xc1 not msgpack"), ("api", None, b"\x91\x91\x01"),
+             ("api", None, b"")])
+    caplog.set_level(logging.ERROR, logger="monitor.cost.ledger")
+    assert rig.feed(usage("a", "chat", JAN, miss=1000))
+    assert [r[0] for r in rig.rows()] == ["a"]
+    assert journal.length(rig.state.connection) == 0
+    assert sum("is unreadable and is dropped" in r.getMessage() for r in caplog.records) == 3
 
 
 def test_prune_drops_rows_past_retention_and_keeps_the_roll_ups(rig: Rig) -> None:

@@ -483,3 +483,37 @@ async def test_a_busy_source_does_not_starve_the_scan_for_new_directories(
         stop.set()
         await asyncio.wait_for(task, WAIT_S)
         state.close()
+
+
+async def test_a_busy_state_file_makes_the_checkpoint_read_on_not_fail(tmp_path: Path) -> None:
+    """While another connection (the ledger writer) holds the write lock, a checkpoint due by
+    checkpoint_lines is put off, not failed: reading goes on, and the next attempt after the
+    lock is free commits everything read so far, once."""
+    live = tmp_path / "logs" / "app.log"
+    append_lines(live, request_lines("A", 12, pad=300_000))  # ~3 lines per 1 MiB read
+    svc = StepService(tmp_path, [{"name": "app", "paths": [str(live)],
+                                  "schema": "inference"}], checkpoint_lines=2)
+    svc.state_dir.mkdir(parents=True)
+    StateStore(svc.state_dir).close()
+    writer = sqlite3.connect(svc.state_dir / "inferwatch.db", isolation_level=None)
+    writer.execute("BEGIN IMMEDIATE")
+    svc.start()
+    attempts: list[tuple[bool, bool | None]] = []
+    commit = svc.service._writer.commit
+
+    def observed(work: Any, *, wait: bool = True) -> bool | None:
+        result = commit(work, wait=wait)
+        attempts.append((wait, result))
+        if result is None and sum(r is None for _, r in attempts) == 2:
+            writer.execute("COMMIT")  # the writer's transaction ends
+        return result
+
+    svc.service._writer.commit = observed  # type: ignore[method-assign]
+    await svc.cycle_done(1)
+    writer.close()
+    assert attempts[:2] == [(False, None), (False, None)]
+    assert attempts[2][1] is True
+    assert counter_total(svc.store, "checkpoint_failures") == 0
+    assert svc.requests() == 12
+    await svc.stop()
+    assert svc.persisted_requests() == 12
