@@ -60,6 +60,7 @@ from procs import BENCH_DIR, python_tool, run_timed
 from report import Ratio, format_absolutes, format_ratios, medians, ratio
 
 from monitor.config import Config, load_config
+from monitor.cost import ledger_rows
 from monitor.cost.pricing import PriceTable
 from monitor.cost.report import run_report
 from monitor.storage import STATE_FILE_NAME
@@ -290,12 +291,14 @@ class ReportRun:
         uri = (self.state.directory / STATE_FILE_NAME).resolve().as_uri()
         connection = sqlite3.connect(f"{uri}?mode=ro", uri=True)
         try:
-            (total,) = connection.execute(
-                "SELECT SUM(CAST(amount AS REAL)) FROM ledger WHERE t >= ? AND t < ?",
-                (self.state.month_start, self.state.now)).fetchone()
+            ids = ledger_rows.id_range(connection, self.state.month_start, self.state.now)
+            sums = [] if ids is None else connection.execute(
+                "SELECT amount_places, SUM(CAST(amount_units AS REAL)) FROM ledger_rows "
+                "WHERE id BETWEEN ? AND ? AND t >= ? AND t < ? GROUP BY amount_places",
+                (*ids, self.state.month_start, self.state.now)).fetchall()
         finally:
             connection.close()
-        return float(total or 0.0)
+        return float(sum(total / 10**places for places, total in sums))
 
     def measure_raw(self) -> None:
         started = time.perf_counter()

@@ -35,11 +35,14 @@ from monitor.clock import SystemClock
 from monitor.config import load_config
 from monitor.cost.feed import WorkerLedgerFeed
 from monitor.cost.ledger import money_text
+from monitor.cost.ledger_rows import amount_of
 from monitor.cost.pricing import PriceTable
 from monitor.ingest.service import IngestService
 from monitor.metrics.exposition import Exposition
 from monitor.metrics.store import MetricStore
 from monitor.storage import StateStore
+
+WRITER_START_TIMEOUT_S = 30.0
 
 
 def write_config(workdir: Path, log: Path) -> Path:
@@ -60,9 +63,10 @@ def ledger_summary(state: StateStore) -> dict[str, Any]:
     """What the ledger holds, read after the timed catch-up."""
     connection = state.connection
     rows, with_id, unpriced = connection.execute(
-        "SELECT COUNT(*), COUNT(request_id), COUNT(*) - COUNT(amount) FROM ledger").fetchone()
-    total = sum((Decimal(a) for (a,) in connection.execute(
-        "SELECT amount FROM ledger WHERE amount IS NOT NULL")), Decimal(0))
+        "SELECT COUNT(*), COUNT(request_id), COUNT(*) - COUNT(amount_units) FROM ledger"
+    ).fetchone()
+    total = sum((amount_of(*parts) or Decimal(0) for parts in connection.execute(
+        "SELECT amount_units, amount_places FROM ledger")), Decimal(0))
     daily_requests, = connection.execute("SELECT COALESCE(SUM(requests), 0) FROM cost_daily"
                                          ).fetchone()
     daily = sum((Decimal(a) for (a,) in connection.execute("SELECT amount FROM cost_daily")),
@@ -75,7 +79,16 @@ def ledger_summary(state: StateStore) -> dict[str, Any]:
 async def _time_until_converted(service: IngestService,
                                 feed: WorkerLedgerFeed | None) -> dict[str, Any]:
     """`_time_until_ready`, then (with the ledger) until the writer process has converted the
-    whole journal and its last update is applied: `converted_s` from the same start."""
+    whole journal and its last update is applied: `converted_s` from the same start. The
+    writer is started first, as `Daemon.start` starts it for a priced source, and the clock
+    starts once it is ready: its start-up is the daemon's, not the catch-up's."""
+    if feed is not None:
+        feed.start_ahead()
+        deadline = time.monotonic() + WRITER_START_TIMEOUT_S
+        while not feed.ready:
+            if time.monotonic() > deadline:
+                raise RuntimeError("the ledger writer did not start")
+            await asyncio.sleep(POLL_INTERVAL_S)
     started = time.perf_counter()
     timings = await _time_until_ready(service)
     if feed is None:

@@ -41,6 +41,7 @@ import orjson
 from aggregate import Aggregate
 from dataset import DATA_DIR, truth_path
 
+from monitor.cost import ledger_rows
 from monitor.cost.pricing import PriceTable, convert, request_cost
 from monitor.demo.lines import GeneratedLine
 from monitor.demo.workload import BENCH_START_TIME, generate_lines
@@ -48,7 +49,7 @@ from monitor.metrics.families import DURATION_BUCKETS
 from monitor.storage import STATE_FILE_NAME, StateStore
 
 _API_FORMAT_VERSION = 1
-_STATE_FORMAT_VERSION = 1
+_STATE_FORMAT_VERSION = 2  # 2: schema v9 (ledger rows, keys, spans)
 _CHUNK_BYTES = 1 << 20
 API_SPACING_S = 0.01  # generate_lines' default: 100 lines per second of event time
 API_SOURCE = "api"
@@ -63,7 +64,8 @@ YEAR_FROM_HOUR = 12
 _MODELS = (("deepseek-chat", 20, 200, 300), ("deepseek-reasoner", 20, 200, 300),
            ("qwen-plus", 16, 80, 200))
 _USERS = tuple(f"team-{i:02d}" for i in range(10))
-_UNIT = 10 ** 8  # amounts are built as integers of 1e-8 CNY, then written as exact text
+_UNIT = 10 ** 8  # amounts are built as integers of 1e-8 CNY
+_PLACES = 8  # ... and stored as those integers, with 8 decimal places
 _INSERT_CHUNK = 100_000
 
 
@@ -235,13 +237,13 @@ def _ledger_rows(rng: random.Random, rows: int, start: float,
         for offset, pair in enumerate(chosen):
             t = start + (base + offset + rng.random()) * step
             bits = rng.getrandbits(128)
-            model, p_hit, p_miss, p_out = _MODELS[pair % len(_MODELS)]
+            _, p_hit, p_miss, p_out = _MODELS[pair % len(_MODELS)]
             hit = (bits & 0xFFF) // 64 * 64
             miss = 8 + ((bits >> 12) & 0x7FF)
             output = 1 + ((bits >> 23) & 0x7FF)
             units = hit * p_hit + miss * p_miss + output * p_out
-            chunk.append((t, API_SOURCE, f"{bits:032x}", model, _USERS[pair // len(_MODELS)],
-                          hit + miss, hit, miss, output, 0, CURRENCY, _money(units), None))
+            chunk.append((t, pair + 1, f"{bits:032x}", hit + miss, hit, miss, output, 0, units,
+                          _PLACES, None))
             sums = daily.setdefault((int((t - start) // 86_400), pair), [0] * 6)
             sums[0] += 1
             sums[1] += units
@@ -282,12 +284,20 @@ def _build_state(target: Path, rows: int, seed: int) -> dict[str, Any]:
     try:
         state.connection.execute("PRAGMA synchronous = OFF")  # a bench build, redone if torn
         with state.transaction() as cursor:
+            pairs = len(_MODELS) * len(_USERS)
+            cursor.executemany(  # key id = pair + 1, as _ledger_rows writes them
+                "INSERT INTO ledger_keys (id, source, model, user, currency) "
+                "VALUES (?, ?, ?, ?, ?)",
+                [(pair + 1, API_SOURCE, _MODELS[pair % len(_MODELS)][0],
+                  _USERS[pair // len(_MODELS)], CURRENCY) for pair in range(pairs)])
             for chunk in _ledger_rows(rng, rows, start, daily):
+                after = ledger_rows.last_id(cursor)
                 cursor.executemany(
-                    "INSERT INTO ledger (t, source, request_id, model, user, input_tokens, "
+                    "INSERT INTO ledger_rows (t, key_id, request_id, input_tokens, "
                     "cache_hit_tokens, cache_miss_tokens, output_tokens, reasoning_tokens, "
-                    "currency, amount, reported) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                    chunk)
+                    "amount_units, amount_places, reported) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", chunk)
+                ledger_rows.add_span(cursor, after)  # a span per chunk, as per conversion
             daily.update(_older_rollups(rng, rows, ROLLUP_DAYS - LEDGER_DAYS))
             cursor.executemany(
                 "INSERT INTO cost_daily (day, source, model, user, currency, requests, "

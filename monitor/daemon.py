@@ -42,6 +42,7 @@ from monitor.config import Config, load_config
 from monitor.cost import journal
 from monitor.cost.budgets import BudgetTracker
 from monitor.cost.feed import LedgerFeed, WorkerLedgerFeed
+from monitor.cost.ledger import PRICED_SCHEMAS
 from monitor.cost.pricing import PriceTable
 from monitor.cost.self_hosted import SelfHostedCost
 from monitor.errors import ConfigError, StartupError
@@ -181,6 +182,25 @@ class Daemon:
                         exc: BaseException | None, tb: TracebackType | None) -> None:
         await self.stop()
 
+    def _start_cost(self, state: StateStore) -> tuple[WorkerLedgerFeed, BudgetTracker]:
+        """The ledger writer's feed (its process started now when a priced source is
+        configured or the journal has work) and the budgets that listen to it."""
+        ledger = WorkerLedgerFeed(
+            self.store, state_directory=self.config.storage.path,
+            prices=PriceTable.load(self.config.cost.pricing_files),
+            config=self.config.cost, user_label=self.config.metrics.user_label)
+        budgets = BudgetTracker(self.config.cost, state=state, store=self.store,
+                                clock=self.clock,
+                                evaluation_interval=self.config.evaluation_interval)
+        budgets.load()
+        ledger.listeners.append(budgets.add)
+        ledger.resync_listeners.append(budgets.reload_spend)
+        if journal.length(state.connection):
+            ledger.recorded()  # requests the last run journaled but did not convert
+        elif any(source.log_schema in PRICED_SCHEMAS for source in self.config.sources):
+            ledger.start_ahead()
+        return ledger, budgets
+
     async def start(self) -> None:
         self.state = RunState.STARTING
         _raise_open_file_limit()
@@ -189,18 +209,7 @@ class Daemon:
             restored = restore_counters(self._state_store, self.store)
             build = self.store.register(fam.BUILD_INFO)
             build.set(build.key((__version__,)), 1.0)
-            self.ledger = WorkerLedgerFeed(
-                self.store, state_directory=self.config.storage.path,
-                prices=PriceTable.load(self.config.cost.pricing_files),
-                config=self.config.cost, user_label=self.config.metrics.user_label)
-            self.budgets = BudgetTracker(self.config.cost, state=self._state_store,
-                                         store=self.store, clock=self.clock,
-                                         evaluation_interval=self.config.evaluation_interval)
-            self.budgets.load()
-            self.ledger.listeners.append(self.budgets.add)
-            self.ledger.resync_listeners.append(self.budgets.reload_spend)
-            if journal.length(self._state_store.connection):
-                self.ledger.recorded()  # requests the last run journaled but did not convert
+            self.ledger, self.budgets = self._start_cost(self._state_store)
             self.ingest = IngestService(
                 sources=self.config.sources, ingest=self.config.ingest,
                 metrics=self.config.metrics, state=self._state_store, store=self.store,

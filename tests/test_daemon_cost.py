@@ -21,6 +21,8 @@ from aiohttp import web
 
 from monitor.cli import main
 from monitor.config import load_config
+from monitor.cost.feed import WorkerLedgerFeed
+from monitor.cost.ledger_rows import amount_of
 from monitor.daemon import Daemon
 from monitor.metrics.store import CounterSeries
 from monitor.sdnotify import SystemdNotifier
@@ -44,9 +46,10 @@ def line(request_id: str, miss: int, output: int) -> bytes:
         option=orjson.OPT_APPEND_NEWLINE)
 
 
-def ledger_amounts(state_dir: Path) -> list[tuple[str, str]]:
+def ledger_amounts(state_dir: Path) -> list[tuple[str, Decimal | None]]:
     with sqlite3.connect(f"file:{state_dir / 'inferwatch.db'}?mode=ro", uri=True) as db:
-        return db.execute("SELECT request_id, amount FROM ledger ORDER BY id").fetchall()
+        return [(request_id, amount_of(units, places)) for request_id, units, places in db.execute(
+            "SELECT request_id, amount_units, amount_places FROM ledger ORDER BY id")]
 
 
 def cost_total(daemon: Daemon) -> float:
@@ -113,8 +116,10 @@ async def test_usage_lines_are_priced_exactly_once_and_reported_while_running(
                     notifier=SystemdNotifier(environ={}))
     await daemon.start()
     try:
+        feed = daemon.ledger
+        assert isinstance(feed, WorkerLedgerFeed) and feed.process is not None  # started ahead
         await until(lambda: len(ledger_amounts(state_dir)) == 2, "two ledger rows")
-        assert [(rid, Decimal(a)) for rid, a in ledger_amounts(state_dir)] == [
+        assert ledger_amounts(state_dir) == [
             ("r1", Decimal(5)), ("r2", Decimal(1))]
         await until(lambda: cost_total(daemon) == 6.0, "inferwatch_cost_total")
 

@@ -6,12 +6,15 @@ from __future__ import annotations
 import os
 import random
 import sqlite3
+from decimal import Decimal
 from pathlib import Path
 
 import orjson
 import pytest
 
 from monitor.clock import FakeClock
+from monitor.cost import ledger_rows
+from monitor.cost.ledger_rows import amount_of
 from monitor.errors import StateError
 from monitor.ingest.checkpoint import (
     CheckpointWriter,
@@ -31,9 +34,9 @@ TS = "2026-01-18T06:07:46.123Z"
 
 
 STATE_TABLES = {"sources", "file_offsets", "counters", "alert_state", "rule_groups", "silences",
-                "notification_log", "outbox", "rate_log", "sqlite_sequence", "ledger",
-                "ledger_journal", "cost_daily", "cost_meta", "budget_alerts", "slo_minutes",
-                "slo_alerts", "slo_meta"}
+                "notification_log", "outbox", "rate_log", "sqlite_sequence", "ledger_rows",
+                "ledger_keys", "ledger_spans", "ledger_journal", "cost_daily", "cost_meta",
+                "budget_alerts", "slo_minutes", "slo_alerts", "slo_meta"}
 
 def tables(state: StateStore) -> set[str]:
     rows = state.connection.execute("SELECT name FROM sqlite_master WHERE type = 'table'")
@@ -355,3 +358,76 @@ def test_restore_counters_before_the_families_register(tmp_path: Path) -> None:
     assert (hist.count, hist.sum, hist.cumulative()[1]) == (3, 3.5, 3)
     assert store.take_births() == []
     state.close()
+
+
+# -- v9: the ledger as rows, keys and spans ---------------------------------------------------
+
+
+def state_at_version(directory: Path, version: int) -> Path:
+    """A state file made by the first `version` migrations, as an older inferwatch left it."""
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / STATE_FILE_NAME
+    conn = sqlite3.connect(path, isolation_level=None)
+    conn.execute("PRAGMA application_id = 1769431412")
+    for migration in MIGRATIONS[:version]:
+        assert isinstance(migration, str)
+        conn.executescript(migration)
+    conn.execute(f"PRAGMA user_version = {version}")
+    conn.execute("PRAGMA journal_mode = WAL")
+    conn.close()
+    return path
+
+
+V8_LEDGER = [
+    # t, source, request_id, model, user, amount, reported
+    (1000.0, "api", "r1", "chat", "", "0.002201531280", None),
+    (1001.0, "api", "r2", "chat", "u1", "1.5E-7", "0.1"),  # exponent text, as str(Decimal) had
+    (1002.0, "api", "r3", "gpt-x", "", None, None),  # unpriced
+    (999.0, "other", None, "chat", "", "1500", None),  # whole, and earlier than the row before
+    (1003.0, "api", "r4", "chat", "", "123456789012345678901234.5", None),  # past 64 bits
+]
+
+
+def test_v8_ledger_rows_migrate_exactly(tmp_path: Path) -> None:
+    path = state_at_version(tmp_path, 8)
+    conn = sqlite3.connect(path, isolation_level=None)
+    conn.executemany(
+        "INSERT INTO ledger (t, source, request_id, model, user, input_tokens, "
+        "cache_hit_tokens, cache_miss_tokens, output_tokens, reasoning_tokens, currency, "
+        "amount, reported) VALUES (?, ?, ?, ?, ?, 10, 4, 6, 7, 2, 'CNY', ?, ?)", V8_LEDGER)
+    conn.close()
+    state = StateStore(tmp_path)
+    rows = state.connection.execute(
+        "SELECT t, source, request_id, model, user, input_tokens, cache_hit_tokens, "
+        "cache_miss_tokens, output_tokens, reasoning_tokens, currency, amount_units, "
+        "amount_places, reported FROM ledger ORDER BY id").fetchall()
+    assert [(t, source, rid, model, user, amount_of(units, places), reported)
+            for t, source, rid, model, user, *_, units, places, reported in rows] == [
+        (t, source, rid, model, user, None if amount is None else Decimal(amount), reported)
+        for t, source, rid, model, user, amount, reported in V8_LEDGER]
+    assert {row[5:11] for row in rows} == {(10, 4, 6, 7, 2, "CNY")}
+    assert [row[11] for row in rows] == [2201531280, 15, None, 1500,
+                                         "1234567890123456789012345"]
+    assert not any(isinstance(row[11], float) for row in rows)  # never rounded to a float
+    (keys,) = state.connection.execute("SELECT COUNT(*) FROM ledger_keys").fetchone()
+    assert keys == 4  # (api, chat, ""), (api, chat, u1), (api, gpt-x, ""), (other, chat, "")
+    assert ledger_rows.id_range(state.connection, 999.0, 999.5) == (1, 5)  # one span holds all
+    assert ledger_rows.id_range(state.connection, 1003.5) is None
+    assert (ledger_rows.oldest_time(state.connection),
+            ledger_rows.newest_time(state.connection)) == (999.0, 1003.0)
+    state.close()
+
+
+def test_a_v8_amount_that_is_not_a_number_is_refused(tmp_path: Path) -> None:
+    path = state_at_version(tmp_path, 8)
+    conn = sqlite3.connect(path, isolation_level=None)
+    conn.execute(
+        "INSERT INTO ledger (t, source, request_id, model, user, input_tokens, "
+        "cache_hit_tokens, cache_miss_tokens, output_tokens, reasoning_tokens, currency, "
+        "amount) VALUES (1, 'api', 'r1', 'chat', '', 1, 0, 1, 1, 0, 'CNY', 'twelve')")
+    conn.close()
+    with pytest.raises(StateError, match=r"ledger row 1 has an amount that is not a number"):
+        StateStore(tmp_path)
+    conn = sqlite3.connect(path)
+    assert conn.execute("PRAGMA user_version").fetchone() == (8,)  # rolled back, not half-done
+    conn.close()

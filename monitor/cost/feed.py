@@ -187,6 +187,7 @@ class WorkerLedgerFeed(LedgerFeed):
         self._wake_sent = 0  # the latest wake sent to the running writer
         self._drained = 0  # the latest wake the writer has answered "drained" to
         self._started_once = False
+        self.ready = False  # the running writer has opened the ledger and sent its totals
         self._deaths = 0
         self._restart: asyncio.TimerHandle | None = None
         self._closing = False
@@ -197,13 +198,19 @@ class WorkerLedgerFeed(LedgerFeed):
     def recorded(self) -> None:
         self._wakes += 1
         if self._sock is None:
-            if self._restart is None and not self._closing:
-                try:
-                    self.start()
-                except OSError as exc:  # never the checkpoint's problem: the journal waits
-                    self._schedule_restart(f"cannot start ({exc})")
+            self.start_ahead()
             return
         self._send_wake()
+
+    def start_ahead(self) -> None:
+        """Start the writer unless it runs or waits to be restarted: at daemon start when a
+        priced source is configured, so its start-up (a Python process importing the ledger,
+        a third of a second) is over before the first checkpoint has requests for it."""
+        if self._sock is None and self._restart is None and not self._closing:
+            try:
+                self.start()
+            except OSError as exc:  # never the checkpoint's problem: the journal waits
+                self._schedule_restart(f"cannot start ({exc})")
 
     def start(self) -> None:
         """Start the writer (on the running event loop) unless it runs."""
@@ -270,6 +277,7 @@ class WorkerLedgerFeed(LedgerFeed):
     def _handle(self, message: tuple[Any, ...]) -> None:
         kind = message[0]
         if kind == "totals":
+            self.ready = True
             self.take_totals(message[1])
             if message[2]:  # a restarted writer: an update may have been lost with the last
                 for listener in self.resync_listeners:
@@ -290,6 +298,7 @@ class WorkerLedgerFeed(LedgerFeed):
         self._loop.remove_reader(self._sock.fileno())
         self._sock.close()
         self._sock = None
+        self.ready = False
         code = self._reap()
         if not self._closing:
             self._schedule_restart(f"exited (status {code})")

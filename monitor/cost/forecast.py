@@ -26,6 +26,7 @@ from decimal import Decimal
 from zoneinfo import ZoneInfo
 
 from monitor.config import BudgetConfig
+from monitor.cost import ledger_rows
 from monitor.cost.ledger import EXACT, ZERO
 from monitor.cost.periods import Period, days_of, first_instant, local_day, period_at
 
@@ -123,7 +124,8 @@ def project(state: BudgetSpend, now: float, history_since: float, zone: ZoneInfo
     return Projection(EXACT.add(state.spent, rate * remaining), True, rate * 3600)
 
 
-_LEDGER_SQL = "SELECT t, amount FROM ledger WHERE amount IS NOT NULL AND t >= ? AND currency = ?"
+_LEDGER_SQL = ("SELECT t, amount_units, amount_places FROM ledger WHERE id BETWEEN ? AND ? "
+               "AND amount_units IS NOT NULL AND t >= ? AND currency = ?")
 _DAILY_SQL = "SELECT day, amount FROM cost_daily WHERE day >= ? AND day <= ? AND currency = ?"
 
 
@@ -131,7 +133,7 @@ def read_history_since(connection: sqlite3.Connection, now: float) -> float:
     """Since when spend is known: the first ledger row, or the budgets' first start."""
     row = connection.execute("SELECT value FROM cost_meta WHERE key = ?",
                              (HISTORY_KEY,)).fetchone()
-    (first_row,) = connection.execute("SELECT min(t) FROM ledger").fetchone()
+    first_row = ledger_rows.oldest_time(connection)
     return min(now, float(row[0]) if row is not None else now,
                first_row if first_row is not None else now)
 
@@ -147,9 +149,13 @@ def read_spend(connection: sqlite3.Connection, spend: BudgetSpend, *, currency: 
     spend.period = period_at(budget.period, now, zone)
     if minutes:
         spend.minutes = MinuteSpend()
-        for t, amount in connection.execute(_LEDGER_SQL + where,
-                                            (now - MINUTES_KEPT_S, currency, *params)):
-            spend.minutes.add(t, Decimal(amount))
+        since = now - MINUTES_KEPT_S
+        ids = ledger_rows.id_range(connection, since)
+        for t, units, places in () if ids is None else connection.execute(
+                _LEDGER_SQL + where, (*ids, since, currency, *params)):
+            amount = ledger_rows.amount_of(units, places)
+            if amount is not None:  # never None: the query asks for amounts
+                spend.minutes.add(t, amount)
     days = days_of(spend.period, zone)
     spend.days = {}
     for day, amount in connection.execute(_DAILY_SQL + where,

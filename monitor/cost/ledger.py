@@ -9,7 +9,8 @@ committed as read, once, whichever process stops when. `convert` runs in the led
 (monitor/cost/feed.py), a process of its own in the daemon, so pricing and SQLite's inserts
 never hold up ingestion.
 
-Amounts are `Decimal`, stored as text, never a float. A request whose model has no price at
+Amounts are `Decimal`, never a float; a row stores its amount as integer units and decimal
+places (monitor/cost/ledger_rows.py). A request whose model has no price at
 its time, or whose price is in a currency with no exchange rate, is recorded with no amount,
 counted in `cost_unpriced_requests_total{model}`, and warned about once per model.
 
@@ -35,7 +36,7 @@ import decimal
 import itertools
 import logging
 import sqlite3
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from decimal import Decimal
@@ -45,7 +46,8 @@ from zoneinfo import ZoneInfo
 import msgspec
 
 from monitor.config import CostConfig
-from monitor.cost import journal
+from monitor.cost import journal, ledger_rows
+from monitor.cost.ledger_rows import INT64_MAX, amount_of, stored_units
 from monitor.cost.pricing import (
     TOKENS_PER_PRICE_UNIT,
     Price,
@@ -146,16 +148,6 @@ class _Scale:
     def amount(self, units: int) -> Decimal:
         return Decimal(units * self.multiplier).scaleb(-self.places, EXACT)
 
-    def text(self, units: int) -> str:
-        """The amount as plain decimal text with all `places` ("0.002201531280")."""
-        digits = str(units * self.multiplier)
-        places = self.places
-        if not places:
-            return digits
-        if len(digits) > places:
-            return digits[:-places] + "." + digits[-places:]
-        return "0." + digits.rjust(places, "0")
-
 
 @dataclass(slots=True)
 class _Charge:
@@ -189,11 +181,11 @@ class LedgerBatch:
 
     rows: list[tuple[object, ...]] = field(default_factory=list)
     daily: dict[DayKey, DailyTotals] = field(default_factory=dict)
-    new_ids: dict[str, dict[str, float]] = field(default_factory=dict)
     # (source, model, user, minute, day) -> the spend of those requests, for the budgets
     spend: dict[tuple[str, str, str, int, str], _Spend] = field(default_factory=dict)
-    # (day, minute, source, model, user, id of the scale) -> those requests, priced at the end
-    charges: dict[tuple[str, int, str, str, str, int], _Charge] = field(default_factory=dict)
+    # (day, minute, ledger key id, scale) -> those requests, priced at the end
+    charges: dict[tuple[str, int, int, _Scale], _Charge] = field(default_factory=dict)
+    new_keys: list[tuple[int, str, str, str, str]] = field(default_factory=list)
     # Cache-hit tokens by (source, model, user, id of the price row, discount factor), with
     # that row: each group is priced once, at the end of the batch (the row holds the id).
     hits: dict[tuple[str, str, str, int, Decimal], tuple[Price, int]] = field(
@@ -242,13 +234,20 @@ class Ledger:
         self._unpriced = store.register(fam.COST_UNPRICED_REQUESTS)
         self._days = LocalDays(config.timezone)
         self._warned: set[str] = set()
-        self._price_cache: dict[str, tuple[Price | None, float, float]] = {}
+        # model -> the scale its requests are charged at (None: unpriced) and the [start, end)
+        # during which that holds: a model's price is looked up once per change, not per request
+        self._scale_cache: dict[str, tuple[_Scale | None, float, float]] = {}
         # (id of a price row, discount factor) -> its scale, None when it has no exchange rate
         self._scales: dict[tuple[int, Decimal], _Scale | None] = {}
         self._seen: dict[str, dict[str, float]] = {}  # source -> request id -> event time
+        # (source, currency) -> (model, user) -> the id of their ledger_keys row
+        self._keys: dict[tuple[str, str], dict[tuple[str, str], int]] = {}
+        self._key_names: dict[int, tuple[str, str, str]] = {}  # id -> (source, model, user)
+        self._next_key_id = 1
         self.store = store
         self.owned_families = frozenset(store.full_name(spec) for spec in LEDGER_FAMILIES)
         restore_counters(state, store, self.owned_families)
+        self._load_keys()
         self._load_recent_ids()
         self._check_timezone()
 
@@ -260,7 +259,7 @@ class Ledger:
             config = config.model_copy(update={"timezone": self.config.timezone})
         self.prices = prices
         self.config = config
-        self._price_cache.clear()
+        self._scale_cache.clear()
         self._scales.clear()
 
     def _check_timezone(self) -> None:
@@ -273,16 +272,17 @@ class Ledger:
         daily: dict[tuple[str, str, str, str, str], DailyTotals] = {}
         first_day = None
         if row is not None:
-            for t, source, model, user, currency, amount, reported, hit, miss, inputs, \
+            for t, source, model, user, currency, units, places, reported, hit, miss, inputs, \
                     output in connection.execute(
-                        "SELECT t, source, model, user, currency, amount, reported, "
-                        "cache_hit_tokens, cache_miss_tokens, input_tokens, output_tokens "
-                        "FROM ledger ORDER BY t"):
+                        "SELECT t, source, model, user, currency, amount_units, amount_places, "
+                        "reported, cache_hit_tokens, cache_miss_tokens, input_tokens, "
+                        "output_tokens FROM ledger"):
                 day = self._days(t)
-                first_day = first_day or day
+                first_day = day if first_day is None else min(first_day, day)
+                amount = amount_of(units, places)
                 totals = daily.setdefault((day, source, model, user, currency), DailyTotals())
                 totals.add(DailyTotals(
-                    1, int(amount is None), ZERO if amount is None else Decimal(amount),
+                    1, int(amount is None), ZERO if amount is None else amount,
                     ZERO if reported is None else Decimal(reported), hit, miss, inputs, output))
             log.warning("cost.timezone changed from %s to %s: daily roll-ups rebuilt from %s "
                         "on (earlier days keep their old boundaries)", row[0],
@@ -300,16 +300,44 @@ class Ledger:
             cursor.execute("INSERT OR REPLACE INTO cost_meta (key, value) VALUES "
                            "('timezone', ?)", (self.config.timezone,))
 
+    def _load_keys(self) -> None:
+        """The ledger_keys rows (again, after a failed commit may have left ids that were never
+        written)."""
+        self._keys = {}
+        self._key_names = {}
+        self._next_key_id = 1
+        for key_id, source, model, user, currency in self.state.connection.execute(
+                "SELECT id, source, model, user, currency FROM ledger_keys"):
+            self._keys.setdefault((source, currency), {})[(model, user)] = key_id
+            self._key_names[key_id] = (source, model, user)
+            self._next_key_id = max(self._next_key_id, key_id + 1)
+
+    def _new_key(self, batch: LedgerBatch, source: str, model: str, user: str) -> int:
+        """An id for a (source, model, user) the ledger has not charged in cost.currency
+        before; written with the batch."""
+        key_id = self._next_key_id
+        self._next_key_id += 1
+        currency = self.config.currency
+        self._keys.setdefault((source, currency), {})[(model, user)] = key_id
+        self._key_names[key_id] = (source, model, user)
+        batch.new_keys.append((key_id, source, model, user, currency))
+        return key_id
+
     def _load_recent_ids(self) -> None:
         """The dedup window comes back from the ledger's own rows (each keeps its request
-        id): those of the last DEDUP_WINDOW_S before the newest request."""
+        id): those of the last DEDUP_WINDOW_S before the newest request, in the order they
+        were charged."""
         connection = self.state.connection
-        (newest,) = connection.execute("SELECT MAX(t) FROM ledger").fetchone()
+        newest = ledger_rows.newest_time(connection)
         if newest is None:
             return
+        since = newest - DEDUP_WINDOW_S
+        ids = ledger_rows.id_range(connection, since)
+        if ids is None:
+            return
         rows = connection.execute(
-            "SELECT source, request_id, t FROM ledger WHERE t >= ? AND request_id IS NOT NULL "
-            "ORDER BY t", (newest - DEDUP_WINDOW_S,))
+            "SELECT source, request_id, t FROM ledger WHERE id BETWEEN ? AND ? AND t >= ? "
+            "AND request_id IS NOT NULL ORDER BY id", (*ids, since))
         for source, request_id, t in rows:
             self._remember(source, request_id, t)
         for source, seen in self._seen.items():
@@ -336,24 +364,26 @@ class Ledger:
             log.info("ledger: %d duplicate request id(s) not charged again", batch.duplicates)
         return batch
 
-    def _price_source(self, batch: LedgerBatch, source: str,  # noqa: PLR0915 - hot, inlined
+    def _price_source(self, batch: LedgerBatch, source: str,
                       model_override: str | None, events: Sequence[RequestEvent]) -> None:
         """The hot loop: a row per request, its amount as integer units of its `_Scale`, and
         the units summed per `_Charge` key; `_settle` turns the sums into Decimal once."""
-        seen: Mapping[str, float] = self._seen.get(source, {})
-        new_ids = batch.new_ids.setdefault(source, {})
+        seen = self._seen.get(source)
+        if seen is None:
+            seen = self._seen[source] = {}
         rows, charges = batch.rows, batch.charges
-        price_cache, scales = self._price_cache, self._scales
-        currency = self.config.currency
+        scale_cache = self._scale_cache
+        keys = self._keys.setdefault((source, self.config.currency), {})
         days = self._days
         for event in events:
             request_id = event.request_id
             t = event.timestamp
             if request_id:
-                if request_id in seen or request_id in new_ids:
+                # Into the window at once (a failed commit reads it back from the ledger).
+                if request_id in seen:
                     batch.duplicates += 1
                     continue
-                new_ids[request_id] = t
+                seen[request_id] = t
             model = model_override or event.model
             hit = event.cache_hit_tokens
             miss = event.cache_miss_tokens
@@ -361,30 +391,26 @@ class Ledger:
             output = event.output_tokens or 0
             user = event.user or ""
             day = days.day if days.start <= t < days.end else days(t)
-            cached = price_cache.get(model)
-            if cached is None or not cached[1] <= t < cached[2]:
-                cached = self._price_span(model, t)
-            price = cached[0]
-            if price is None:
-                self._warn_unpriced(model, t)
-                scale = None
-            else:
-                factor = price.factor_at(t) if price.discounts else ONE
-                scale_key = (id(price), factor)
-                if scale_key in scales:
-                    scale = scales[scale_key]
-                else:
-                    scale = self._new_scale(price, factor, model)
+            cached = scale_cache.get(model)
+            scale = cached[0] if cached is not None and cached[1] <= t < cached[2] else \
+                self._scale_at(model, t)
+            key_id = keys.get((model, user))
+            if key_id is None:
+                key_id = self._new_key(batch, source, model, user)
             if scale is None or hit is None or miss is None or event.reported_cost is not None \
-                    or output < 0 or hit < 0 or miss < 0:
-                self._add_slowly(batch, source, model, event, scale=scale, day=day)
+                    or (hit | miss | output) < 0:
+                self._add_slowly(batch, key_id, event, scale=scale, day=day)
                 continue
             # Both split counts known (DeepSeek's usage): they are what is charged.
             n = hit * scale.hit + miss * scale.miss + output * scale.output
-            rows.append((t, source, request_id, model, user,
-                         inputs if inputs is not None else hit + miss, hit, miss, output,
-                         event.reasoning_tokens or 0, currency, scale.text(n), None))
-            key = (day, -int(-t // 60), source, model, user, id(scale))
+            amount_units = n * scale.multiplier
+            if inputs is None:
+                inputs = hit + miss
+            rows.append((t, key_id, request_id, inputs, hit, miss, output,
+                         event.reasoning_tokens or 0,
+                         amount_units if amount_units <= INT64_MAX else str(amount_units),
+                         scale.places, None))
+            key = (day, -int(-t // 60), key_id, scale)
             charge = charges.get(key)
             if charge is None:
                 charge = charges[key] = _Charge(t, scale)
@@ -395,19 +421,19 @@ class Ledger:
             charge.requests += 1
             charge.hit += hit
             charge.miss += miss
-            charge.inputs += inputs if inputs is not None else hit + miss
+            charge.inputs += inputs
             charge.output += output
 
-    def _add_slowly(self, batch: LedgerBatch, source: str, model: str, event: RequestEvent, *,
+    def _add_slowly(self, batch: LedgerBatch, key_id: int, event: RequestEvent, *,
                     scale: _Scale | None, day: str) -> None:
         """Every other request: a split to infer, a reported cost, no price, or a count the
         decoder let through that pricing refuses."""
+        source, model, user = self._key_names[key_id]
         t = event.timestamp
         hit = event.cache_hit_tokens or 0
         miss = event.cache_miss_tokens or 0
         inputs = event.input_tokens if event.input_tokens is not None else hit + miss
         output = event.output_tokens or 0
-        user = event.user or ""
         units = None
         charged_hit = 0
         if scale is not None:
@@ -422,9 +448,9 @@ class Ledger:
         reported_text = event.reported_cost
         reported = None if reported_text is None else _reported(reported_text)
         batch.rows.append((
-            t, source, event.request_id, model, user, inputs, hit, miss, output,
-            event.reasoning_tokens or 0, self.config.currency,
-            None if units is None or scale is None else scale.text(units),
+            t, key_id, event.request_id, inputs, hit, miss, output, event.reasoning_tokens or 0,
+            None if units is None or scale is None else stored_units(units * scale.multiplier),
+            None if units is None or scale is None else scale.places,
             None if reported is None else reported_text))
         totals = batch.daily.get((day, source, model, user))
         if totals is None:
@@ -440,7 +466,7 @@ class Ledger:
             totals.output_tokens += output
             self._unpriced.inc(self._unpriced.key((model,)))
             return
-        key = (day, -int(-t // 60), source, model, user, id(scale))
+        key = (day, -int(-t // 60), key_id, scale)
         charge = batch.charges.get(key)
         if charge is None:
             charge = batch.charges[key] = _Charge(t, scale)
@@ -452,7 +478,9 @@ class Ledger:
         spend, and the cost and savings counters."""
         spent: dict[tuple[str, str, str], Decimal] = {}
         hits: dict[tuple[str, str, str, int, Decimal], tuple[Price, int]] = {}
-        for (day, minute, source, model, user, _), charge in batch.charges.items():
+        key_names = self._key_names
+        for (day, minute, key_id, _), charge in batch.charges.items():
+            source, model, user = key_names[key_id]
             scale = charge.scale
             amount = scale.amount(charge.units)
             totals = batch.daily.get((day, source, model, user))
@@ -518,14 +546,23 @@ class Ledger:
                           "requests are counted in cost_unpriced_requests_total, not "
                           "costed. Add it with cost.pricing_files")
 
-    def _price_span(self, model: str, t: float) -> tuple[Price | None, float, float]:
-        """The table's row for `model` at t and how long it holds, cached per model so a
-        model is looked up once per price change, not once per request."""
-        if len(self._price_cache) >= PRICE_CACHE_MODELS:
-            self._price_cache.clear()
-        found = self._price_cache[model] = self.prices.price_span(
-            model, t, currency=self.config.currency)
-        return found
+    def _scale_at(self, model: str, t: float) -> _Scale | None:
+        """The scale `model`'s requests are charged at around t (None: unpriced, warned about
+        once), kept for as long as both its price row and its discount factor hold."""
+        if len(self._scale_cache) >= PRICE_CACHE_MODELS:
+            self._scale_cache.clear()
+        price, start, end = self.prices.price_span(model, t, currency=self.config.currency)
+        if price is None:
+            self._warn_unpriced(model, t)
+            scale = None
+        else:
+            factor, factor_start, factor_end = price.factor_span(t)
+            start, end = max(start, factor_start), min(end, factor_end)
+            scale_key = (id(price), factor)
+            scale = self._scales[scale_key] if scale_key in self._scales else \
+                self._new_scale(price, factor, model)
+        self._scale_cache[model] = (scale, start, end)
+        return scale
 
     def _savings(self, batch: LedgerBatch) -> dict[tuple[str, str, str], Decimal]:
         """What the batch's cache hits saved, by (source, model, user), in cost.currency."""
@@ -546,9 +583,14 @@ class Ledger:
     def write(self, cursor: sqlite3.Cursor, batch: LedgerBatch) -> None:
         """Inside the checkpoint's transaction."""
         cursor.executemany(
-            "INSERT INTO ledger (t, source, request_id, model, user, input_tokens, "
-            "cache_hit_tokens, cache_miss_tokens, output_tokens, reasoning_tokens, currency, "
-            "amount, reported) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", batch.rows)
+            "INSERT INTO ledger_keys (id, source, model, user, currency) VALUES (?, ?, ?, ?, ?)",
+            batch.new_keys)
+        after = ledger_rows.last_id(cursor)
+        cursor.executemany(
+            "INSERT INTO ledger_rows (t, key_id, request_id, input_tokens, cache_hit_tokens, "
+            "cache_miss_tokens, output_tokens, reasoning_tokens, amount_units, amount_places, "
+            "reported) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", batch.rows)
+        ledger_rows.add_span(cursor, after)
         currency = self.config.currency
         for (day, source, model, user), delta in batch.daily.items():
             row = cursor.execute(
@@ -568,13 +610,9 @@ class Ledger:
                  money_text(totals.amount), money_text(totals.reported), totals.cache_hit_tokens,
                  totals.cache_miss_tokens, totals.input_tokens, totals.output_tokens))
 
-    def committed(self, batch: LedgerBatch) -> None:
-        """The batch's transaction succeeded: its request ids join the dedup window."""
-        for source, ids in batch.new_ids.items():
-            seen = self._seen.get(source)
-            if seen is None:
-                seen = self._seen[source] = {}
-            seen.update(ids)
+    def committed(self) -> None:
+        """The batch's transaction succeeded (its request ids are in the window already)."""
+        for source, seen in self._seen.items():
             if len(seen) > 2 * DEDUP_MAX_IDS:  # trimmed in bulk, not one id at a time
                 self._seen[source] = _newest(seen, DEDUP_MAX_IDS)
 
@@ -612,9 +650,10 @@ class Ledger:
             return self.convert()
         except BaseException:
             store.undo_changes()
+            self._reload_window()  # the batch's new keys and request ids were not written
             raise
         store.keep_changes()
-        self.committed(batch)
+        self.committed()
         series = [(family.full_name, key, value.value) for family, key, value in changed
                   if isinstance(value, CounterSeries)]
         entries = [LedgerEntry(spent.t, source, model, user, spent.amount)
@@ -628,13 +667,19 @@ class Ledger:
                 for key, series in family.series.items() if isinstance(series, CounterSeries)]
 
     def resync(self) -> None:
-        """Read the dedup window and the cost counters from the state file again."""
-        self._seen = {}
-        self._load_recent_ids()
+        """Read the ledger keys, the dedup window and the cost counters from the state file
+        again."""
+        self._reload_window()
         for family in self.store.families():
             if family.full_name in self.owned_families:
                 family.series.clear()
         restore_counters(self.state, self.store, self.owned_families)
+
+    def _reload_window(self) -> None:
+        """The ledger keys and the dedup window, as the state file has them."""
+        self._load_keys()
+        self._seen = {}
+        self._load_recent_ids()
 
     # -- housekeeping ---------------------------------------------------------------------------
 
@@ -649,8 +694,7 @@ class Ledger:
         """Drop ledger rows past retention, and forget request ids past the dedup window;
         (rows, ids) removed."""
         with self.state.transaction() as cursor:
-            rows = cursor.execute("DELETE FROM ledger WHERE t < ?",
-                                  (now - self.config.ledger_retention,)).rowcount
+            rows = ledger_rows.prune(cursor, now - self.config.ledger_retention)
         ids = 0
         for source, seen in self._seen.items():
             horizon = max(seen.values(), default=0.0) - DEDUP_WINDOW_S

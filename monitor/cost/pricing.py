@@ -139,6 +139,21 @@ class Price:
         amount = Decimal(units).scaleb(self._scaled[0] - _TOKENS_PER_PRICE_UNIT, _EXACT)
         return amount if factor == _ONE else _EXACT.multiply(amount, factor)
 
+    def factor_span(self, t: float) -> tuple[Decimal, float, float]:
+        """`factor_at(t)` and the [start, end) around t during which it holds: the stretch of
+        the UTC day between the nearest window edges."""
+        if not self.discounts:
+            return _ONE, -math.inf, math.inf
+        minute = int(t // 60)
+        day_start = minute - minute % _MINUTES_PER_DAY
+        edges = [0, _MINUTES_PER_DAY]
+        for discount in self.discounts:
+            edges += (discount.start_minute, discount.end_minute)
+        of_day = minute - day_start
+        start = max(edge for edge in edges if edge <= of_day)
+        end = min(edge for edge in edges if edge > of_day)
+        return self.factor_at(t), (day_start + start) * 60.0, (day_start + end) * 60.0
+
     def factor_at(self, t: float) -> Decimal:
         """The factor of the discount window containing t, else 1. Windows of one row never
         overlap, so there is never more than one to choose from."""

@@ -24,6 +24,7 @@ from zoneinfo import ZoneInfo
 import orjson
 
 from monitor.config import Config
+from monitor.cost import ledger_rows
 from monitor.cost.forecast import forecast_at
 from monitor.cost.ledger import EXACT, ZERO, LocalDays, money_text
 from monitor.cost.periods import period_at
@@ -31,7 +32,7 @@ from monitor.errors import StateError, UsageError
 from monitor.storage import STATE_FILE_NAME
 
 By = Literal["model", "user", "source"]
-LEDGER_SCHEMA_VERSION = 4
+LEDGER_SCHEMA_VERSION = 9  # the ledger as rows, keys and spans (monitor/cost/ledger_rows.py)
 
 
 @dataclass
@@ -80,8 +81,8 @@ def open_readonly(state_directory: Path) -> sqlite3.Connection:
         raise StateError(f"cannot read {path}: {exc}") from exc
     if version < LEDGER_SCHEMA_VERSION:
         connection.close()
-        raise StateError(f"{path} predates the cost ledger (schema {version}); start the "
-                         "daemon once to upgrade it")
+        raise StateError(f"{path} predates this version's cost ledger (schema {version}, "
+                         f"wanted {LEDGER_SCHEMA_VERSION}); start the daemon once to upgrade it")
     return connection
 
 
@@ -111,14 +112,15 @@ def spend(connection: sqlite3.Connection, *, start: float, end: float, timezone:
             result.add(key, Decimal(amount) if priced else None, requests, unpriced)
         partial = [(start, full_from), (full_to, end)]
     for lo, hi in partial:
-        if lo >= hi:
+        ids = ledger_rows.id_range(connection, lo, hi) if lo < hi else None
+        if ids is None:
             continue
-        for key, amount in connection.execute(
-                f"SELECT {by}, amount FROM ledger "  # noqa: S608 - `by` is a Literal
-                f"WHERE currency = ? AND t >= ? AND t < ?{extra}",
-                (currency, lo, hi, *extra_params)):
-            result.add(key, None if amount is None else Decimal(amount),
-                       unpriced=int(amount is None))
+        for key, units, places in connection.execute(
+                f"SELECT {by}, amount_units, amount_places FROM ledger "  # noqa: S608 - `by` is a Literal
+                f"WHERE id BETWEEN ? AND ? AND currency = ? AND t >= ? AND t < ?{extra}",
+                (*ids, currency, lo, hi, *extra_params)):
+            amount = ledger_rows.amount_of(units, places)
+            result.add(key, amount, unpriced=int(amount is None))
     return result
 
 

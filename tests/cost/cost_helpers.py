@@ -18,6 +18,7 @@ from monitor.clock import FakeClock
 from monitor.config import CostConfig
 from monitor.cost.feed import LocalLedgerFeed
 from monitor.cost.ledger import Ledger, LedgerEntry
+from monitor.cost.ledger_rows import amount_of
 from monitor.cost.pricing import PriceTable
 from monitor.ingest.checkpoint import CheckpointWriter
 from monitor.ingest.decoders import FAST_DECODERS
@@ -110,15 +111,15 @@ class Rig:
 
     def rows(self) -> list[tuple[Any, ...]]:
         """(request id, model, amount, reported), amounts as Decimal."""
-        return [(rid, model, None if amount is None else Decimal(amount),
+        return [(rid, model, amount_of(units, places),
                  None if reported is None else Decimal(reported))
-                for rid, model, amount, reported in self.state.connection.execute(
-                    "SELECT request_id, model, amount, reported FROM ledger ORDER BY id")]
+                for rid, model, units, places, reported in self.state.connection.execute(
+                    "SELECT request_id, model, amount_units, amount_places, reported FROM ledger "
+                    "ORDER BY id")]
 
     def total(self) -> Decimal:
-        amounts = self.state.connection.execute(
-            "SELECT amount FROM ledger WHERE amount IS NOT NULL").fetchall()
-        return sum((Decimal(a) for (a,) in amounts), Decimal(0))
+        return sum((amount for _, _, amount, _ in self.rows() if amount is not None),
+                   Decimal(0))
 
     def daily(self) -> dict[tuple[str, str], tuple[int, int, Decimal]]:
         rows = self.state.connection.execute(

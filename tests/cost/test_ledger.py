@@ -23,7 +23,7 @@ from cost_helpers import JAN, FakeTailer, Rig, usage
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from monitor.cost import journal
+from monitor.cost import journal, ledger_rows
 
 
 def cny(hit: int, miss: int, output: int, prices: tuple[str, str, str],
@@ -101,8 +101,9 @@ def test_a_reported_cost_is_kept_beside_the_computed_one(rig: Rig) -> None:
     rig.feed(usage("a", "chat", JAN, miss=1_000_000, cost=1.999999))
     [(_, _, amount, reported)] = rig.rows()
     assert (amount, reported) == (Decimal(2), Decimal("1.999999"))
-    (text,) = rig.state.connection.execute("SELECT amount FROM ledger").fetchone()
-    assert isinstance(text, str) and Decimal(text) == 2  # exact decimal text, not a float
+    units, places = rig.state.connection.execute(
+        "SELECT amount_units, amount_places FROM ledger").fetchone()
+    assert isinstance(units, int) and Decimal(units).scaleb(-places) == 2  # exact, not a float
     (totals,) = rig.state.connection.execute("SELECT reported FROM cost_daily").fetchone()
     assert totals == "1.999999"
 
@@ -196,6 +197,58 @@ def test_prune_drops_rows_past_retention_and_keeps_the_roll_ups(rig: Rig) -> Non
     assert removed == 1
     assert [r[0] for r in rig.rows()] == ["new"]
     assert len(rig.daily()) == 2
+
+
+def test_prune_keeps_the_newer_rows_of_a_span_that_straddles_the_cut(rig: Rig) -> None:
+    # One conversion, so one span, holding rows on both sides of the retention cut, out of
+    # time order.
+    rig.feed(usage("new1", "chat", JAN, miss=1000),
+             usage("old", "chat", JAN - 500 * 86400, miss=1000),
+             usage("new2", "chat", JAN + 60, miss=1000))
+    removed, _ = rig.ledger.prune(JAN)
+    assert removed == 1
+    assert [r[0] for r in rig.rows()] == ["new1", "new2"]
+    connection = rig.state.connection
+    assert ledger_rows.oldest_time(connection) >= JAN - 400 * 86400  # the span's bound moved
+    assert ledger_rows.id_range(connection, JAN, JAN + 1) is not None
+    assert rig.ledger.prune(JAN) == (0, 0)  # nothing older is left
+    rig.restart()
+    rig.feed(usage("new1", "chat", JAN + 120, miss=1000))  # still in the dedup window
+    assert [r[0] for r in rig.rows()] == ["new1", "new2"]
+
+
+def test_a_time_range_finds_rows_of_every_span_that_overlaps_it(rig: Rig) -> None:
+    rig.feed(usage("a", "chat", JAN + 3600, miss=10))
+    rig.feed(usage("b", "chat", JAN, miss=20))  # a later span with older rows
+    rig.feed(usage("c", "chat", JAN + 7200, miss=30))
+    connection = rig.state.connection
+
+    def ids_between(since: float, until: float) -> list[str]:
+        found = ledger_rows.id_range(connection, since, until)
+        if found is None:
+            return []
+        return [rid for (rid,) in connection.execute(
+            "SELECT request_id FROM ledger WHERE id BETWEEN ? AND ? AND t >= ? AND t < ? "
+            "ORDER BY t", (*found, since, until))]
+
+    assert ids_between(JAN, JAN + 3601) == ["b", "a"]
+    assert ids_between(JAN + 1, JAN + 7200) == ["a"]
+    assert ids_between(JAN - 10, JAN + 10**6) == ["b", "a", "c"]
+    assert ledger_rows.id_range(connection, JAN + 7201, JAN + 8000) is None
+
+
+def test_an_amount_past_64_bits_is_stored_exactly(tmp_path: Path) -> None:
+    # A long exchange rate makes the integer behind an amount wider than SQLite's integers.
+    rate = "7.123456789012345678901234567"
+    rig = Rig(tmp_path, rates={"USD": rate})
+    rig.feed(usage("a", "gpt-x", JAN, hit=10**9, miss=10**9, output=10**9))
+    usd = cny(10**9, 10**9, 10**9, ("1.25", "2.5", "10"))
+    [(_, _, amount, _)] = rig.rows()
+    assert Fraction(amount) == Fraction(usd) * Fraction(rate)
+    (units,) = rig.state.connection.execute("SELECT amount_units FROM ledger").fetchone()
+    assert isinstance(units, str) and int(units) > 2**63  # digits, never a float
+    assert rig.daily()[("2026-01-10", "gpt-x")][2] == amount
+    rig.state.close()
 
 
 # -- Hypothesis: the ledger's total is the exact sum ------------------------------------------

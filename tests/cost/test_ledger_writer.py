@@ -24,6 +24,7 @@ from monitor.config import CostConfig
 from monitor.cost import journal
 from monitor.cost.feed import WorkerLedgerFeed
 from monitor.cost.ledger import Ledger, LedgerEntry
+from monitor.cost.ledger_rows import amount_of
 from monitor.cost.pricing import PriceTable
 from monitor.ingest.events import RequestEvent
 from monitor.ingest.files import LineChunk
@@ -57,8 +58,8 @@ def ledger_rows(state: StateStore) -> tuple[int, int, Decimal]:
     """(rows, distinct request ids, total)."""
     rows, distinct = state.connection.execute(
         "SELECT COUNT(*), COUNT(DISTINCT request_id) FROM ledger").fetchone()
-    total = sum((Decimal(a) for (a,) in state.connection.execute(
-        "SELECT amount FROM ledger")), Decimal(0))
+    total = sum((amount_of(*parts) or Decimal(0) for parts in state.connection.execute(
+        "SELECT amount_units, amount_places FROM ledger")), Decimal(0))
     return rows, distinct, total
 
 

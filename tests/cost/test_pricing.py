@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import math
 from datetime import UTC, datetime
 from decimal import Decimal
 from fractions import Fraction
@@ -475,6 +476,27 @@ def test_request_cost_matches_fraction_arithmetic(
     cost = request_cost(price, t, input_tokens=hit + miss, cache_hit_tokens=hit,
                         cache_miss_tokens=miss, output_tokens=output)
     assert Fraction(cost) == expected
+
+
+@settings(max_examples=300, deadline=None)
+@given(price_files(), st.floats(-86400, 70 * 86400, allow_nan=False))
+def test_factor_span_is_the_stretch_its_factor_holds(
+        generated: tuple[str, list[tuple[int, tuple[str, str, str],
+                                         list[tuple[int, int, str]]]]], offset: float) -> None:
+    text, _ = generated
+    price = PriceTable.from_texts([(text, "generated.yml")]).price_at(
+        "m", at("2025-01-01T00:00:00") + 70 * 86400)
+    assert price is not None
+    t = at("2025-01-01T00:00:00") + offset
+    factor, start, end = price.factor_span(t)
+    assert start <= t < end
+    assert factor == price.factor_at(t) == price.factor_at(start)
+    if price.discounts:
+        # Minute by minute to the end, the factor holds; nothing is cached past a change.
+        assert end - start <= 86400 and start % 60 == end % 60 == 0
+        assert all(price.factor_at(m) == factor for m in range(int(start), int(end), 60))
+    else:
+        assert (start, end) == (-math.inf, math.inf)
 
 
 # --- hostile price files -----------------------------------------------------------------------
