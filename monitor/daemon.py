@@ -182,6 +182,14 @@ class Daemon:
                         exc: BaseException | None, tb: TracebackType | None) -> None:
         await self.stop()
 
+    def ledger_writer_status(self) -> str:
+        """The cost ledger writer and its backlog, for the status page; "" until one has
+        been started (no priced source)."""
+        feed, state = self.ledger, self._state_store
+        if not isinstance(feed, WorkerLedgerFeed) or not feed.started or state is None:
+            return ""
+        return feed.describe(journal.length(state.connection))
+
     def _start_cost(self, state: StateStore) -> tuple[WorkerLedgerFeed, BudgetTracker]:
         """The ledger writer's feed (its process started now when a priced source is
         configured or the journal has work) and the budgets that listen to it."""

@@ -376,4 +376,5 @@ class DaemonStatus:
                          uptime_s=daemon.clock.monotonic() - self._started_monotonic,
                          ready=ready,
                          catching_up=() if ready else tuple(daemon.sources_catching_up()),
-                         listen_url=daemon.listen_url)
+                         listen_url=daemon.listen_url,
+                         ledger_writer=daemon.ledger_writer_status())

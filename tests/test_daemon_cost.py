@@ -119,6 +119,10 @@ async def test_usage_lines_are_priced_exactly_once_and_reported_while_running(
         feed = daemon.ledger
         assert isinstance(feed, WorkerLedgerFeed) and feed.process is not None  # started ahead
         await until(lambda: len(ledger_amounts(state_dir)) == 2, "two ledger rows")
+        await until(lambda: daemon.ledger_writer_status().endswith("0 journal row(s) to convert"),
+                    "an empty journal on the status line")
+        assert feed.process is not None
+        assert daemon.ledger_writer_status().startswith(f"writer pid {feed.process.pid}")
         assert ledger_amounts(state_dir) == [
             ("r1", Decimal(5)), ("r2", Decimal(1))]
         await until(lambda: cost_total(daemon) == 6.0, "inferwatch_cost_total")

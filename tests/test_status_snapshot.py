@@ -185,7 +185,8 @@ def _stand_in_daemon(store: MetricStore, ingest: object) -> Any:
         clock=clock, store=store, rules=None, notify=None, budgets=None, slos=None,
         ingest=ingest, config=SimpleNamespace(cost=SimpleNamespace(timezone="UTC")),
         state=SimpleNamespace(value="running"), listen_url="http://127.0.0.1:1",
-        is_ready=lambda: False, sources_catching_up=lambda: ["inference"])
+        is_ready=lambda: False, sources_catching_up=lambda: ["inference"],
+        ledger_writer_status=lambda: "")
 
 
 def test_a_section_that_fails_is_a_note_and_the_rest_still_renders() -> None:

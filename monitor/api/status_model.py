@@ -139,6 +139,7 @@ class DaemonRow:
     ready: bool
     catching_up: tuple[str, ...] = ()
     listen_url: str = ""
+    ledger_writer: str = ""  # the cost ledger writer process and its backlog; "" when none
 
 
 @dataclass(frozen=True, kw_only=True)

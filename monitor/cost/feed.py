@@ -254,6 +254,21 @@ class WorkerLedgerFeed(LedgerFeed):
             log.debug("cost ledger writer: cannot send %s: %s", message[0], exc)
 
     @property
+    def started(self) -> bool:
+        """Whether a writer has been started or tried (it may have died since)."""
+        return self._started_once or self._restart is not None
+
+    def describe(self, journal_rows: int) -> str:
+        """One line for the status page: the process, and the journal rows it has yet to
+        convert (each a checkpoint's requests)."""
+        if self.process is None:
+            state = "waiting to restart" if self._restart is not None else "not running"
+        else:
+            state = f"writer pid {self.process.pid}" + ("" if self.ready else ", starting")
+        restarts = f", restarted {self.restarts}x" if self.restarts else ""
+        return f"{state}{restarts}; {journal_rows} journal row(s) to convert"
+
+    @property
     def drained(self) -> bool:
         """Whether every recorded request has been converted (and its update applied)."""
         return self._drained >= self._wakes

@@ -55,7 +55,8 @@ TOKEN = "page-token"
 
 def daemon_row(**overrides: object) -> DaemonRow:
     row = DaemonRow(version="9.9.9", state="running", started_at=NOW - 3725, uptime_s=3725.0,
-                    ready=True, listen_url="http://127.0.0.1:9464")
+                    ready=True, listen_url="http://127.0.0.1:9464",
+                    ledger_writer="writer pid 4242; 3 journal row(s) to convert")
     return replace(row, **overrides)  # type: ignore[arg-type]
 
 
@@ -147,7 +148,8 @@ def hostile_snapshot(payload: str) -> StatusSnapshot:
         sources=tuple(replace(s, name=payload, schema=payload) for s in full.sources),
         gpus=tuple(replace(g, gpu=payload, uuid=payload, name=payload, driver_version=payload)
                    for g in full.gpus),
-        daemon=replace(full.daemon, catching_up=(payload,), listen_url=payload, ready=False),
+        daemon=replace(full.daemon, catching_up=(payload,), listen_url=payload, ready=False,
+                       ledger_writer=payload),
         notes=(payload,),
     )
 
@@ -211,6 +213,7 @@ def test_every_section_shows_its_rows() -> None:
     # daemon
     assert "inferwatch 9.9.9" in text and "ready" in text
     assert "up for 1h 2m" in text
+    assert "cost ledger writer pid 4242; 3 journal row(s) to convert" in text
     # alerts: firing then pending, labels, value, since (Asia/Shanghai is UTC+8), rule link
     assert text.index("HighLatency") < text.index("ErrorBurst")
     assert 'service="chat-svc"' in text and "17.25" in text

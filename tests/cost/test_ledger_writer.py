@@ -124,13 +124,19 @@ async def test_the_writer_process_converts_the_journal_and_reports_its_totals(
 async def test_a_killed_writer_is_restarted_and_charges_each_request_once(
         writer: Writer) -> None:
     journal_rows(writer.state, range(40_000), per_row=2_000)
+    assert (writer.feed.started, writer.feed.describe(20)) == (
+        False, "not running; 20 journal row(s) to convert")
     writer.feed.recorded()
     await until(lambda: writer.entries != [])  # a first commit answered, more to come
     process = writer.feed.process
     assert process is not None
+    assert writer.feed.describe(3) == f"writer pid {process.pid}; 3 journal row(s) to convert"
     os.kill(process.pid, signal.SIGKILL)  # mid-journal, perhaps mid-transaction
+    await until(lambda: writer.feed.process is None)
+    assert writer.feed.describe(2) == "waiting to restart; 2 journal row(s) to convert"
     await until(lambda: writer.feed.restarts == 1)
     await until(lambda: writer.feed.drained)
+    assert writer.feed.describe(0).endswith(", restarted 1x; 0 journal row(s) to convert")
     assert ledger_rows(writer.state) == (40_000, 40_000, expected_total(range(40_000)))
     # The restarted writer's totals are the committed ones, whatever the dead one answered.
     assert writer.cost() == pytest.approx(float(expected_total(range(40_000))))

@@ -33,6 +33,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import orjson
 import pytest
 
 from monitor.clock import SystemClock
@@ -73,6 +74,7 @@ class Traffic:
         self._lines = {name: self._endless(schema, seed + i)
                        for i, (name, (schema, _)) in enumerate(SOURCES.items())}
         self.written = 0
+        self.charged_ids: list[str] = []  # the request ids of the priced source's lines
         self._lock = threading.Lock()  # the writer thread and the test thread both write
 
     @staticmethod
@@ -91,6 +93,8 @@ class Traffic:
                 writer.write(line.data)
                 self.truth.add(source, line)
                 self.written += 1
+                if line.schema == "api_usage":
+                    self.charged_ids.append(orjson.loads(line.data)["request_id"])
 
     def random_bursts(self, max_lines: int) -> None:
         for source in SOURCES:
@@ -203,7 +207,25 @@ def test_sigkill_at_random_moments_loses_and_duplicates_nothing(
                         f"{traffic.written} lines written; lag {lag}; counters differ:\n"
                         f"{difference}")
         time.sleep(POLL_S)
+    # The cost ledger, converted by its own writer process (killed with each daemon, or left
+    # to finish a transaction beside the next one): every request charged exactly once.
+    wanted = sorted(traffic.charged_ids)
+    assert len(set(wanted)) == len(wanted)
+    deadline = time.monotonic() + 30
+    while (charged := ledger_request_ids(tmp_path / "state")) != wanted:
+        if time.monotonic() > deadline:
+            pytest.fail(f"ledger: {len(charged)} rows ({len(set(charged))} distinct request "
+                        f"ids) for {len(wanted)} requests written")
+        time.sleep(POLL_S)
     assert "Traceback" not in final.log_text()
+
+
+def ledger_request_ids(state_dir: Path) -> list[str]:
+    connection = sqlite3.connect(f"{(state_dir / 'inferwatch.db').as_uri()}?mode=ro", uri=True)
+    try:
+        return sorted(rid for (rid,) in connection.execute("SELECT request_id FROM ledger"))
+    finally:
+        connection.close()
 
 
 # --- b. fault injection at the commit windows -----------------------------------------------
