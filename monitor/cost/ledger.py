@@ -622,9 +622,16 @@ class Ledger:
         """Price the oldest journal rows and commit their ledger rows, roll-ups and cost
         counters with the rows' deletion; None when the journal is empty. `sqlite3.Error` if
         the commit failed (nothing changed: the rows stay for the next try)."""
-        rows = journal.oldest(self.state.connection, JOURNAL_ROWS_PER_COMMIT)
-        if not rows:
-            return None
+        while rows := journal.oldest(self.state.connection, JOURNAL_ROWS_PER_COMMIT):
+            update = self._convert_rows(rows)
+            if update is not None:
+                return update
+            # Another writer converted these rows first: the next oldest are ours to try.
+        return None
+
+    def _convert_rows(self, rows: Sequence[journal.JournalRow]) -> LedgerUpdate | None:
+        """None when another writer converted `rows` first (this one has read the state file
+        again)."""
         pending = []
         for row in rows:
             try:
@@ -647,7 +654,7 @@ class Ledger:
             log.error("cost ledger: another writer converted journal rows %d-%d; reading the "
                       "dedup window and cost counters again", rows[0].id, rows[-1].id)
             self.resync()
-            return self.convert()
+            return None
         except BaseException:
             store.undo_changes()
             self._reload_window()  # the batch's new keys and request ids were not written
