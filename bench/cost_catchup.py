@@ -34,8 +34,8 @@ from daemon_peer import read_exposition
 from monitor.clock import SystemClock
 from monitor.config import load_config
 from monitor.cost.feed import WorkerLedgerFeed
-from monitor.cost.ledger import money_text
 from monitor.cost.ledger_rows import amount_of
+from monitor.cost.money import money_text
 from monitor.cost.pricing import PriceTable
 from monitor.ingest.service import IngestService
 from monitor.metrics.exposition import Exposition

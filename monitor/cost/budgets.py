@@ -52,7 +52,8 @@ from monitor.cost.forecast import (
     read_history_since,
     read_spend,
 )
-from monitor.cost.ledger import EXACT, ZERO, LedgerEntry, money_text
+from monitor.cost.ledger import LedgerEntry
+from monitor.cost.money import EXACT, ZERO, money_text
 from monitor.cost.periods import period_at
 from monitor.metrics import families as fam
 from monitor.metrics.store import LabelKey, MetricStore

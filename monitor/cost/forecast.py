@@ -27,7 +27,7 @@ from zoneinfo import ZoneInfo
 
 from monitor.config import BudgetConfig
 from monitor.cost import ledger_rows
-from monitor.cost.ledger import EXACT, ZERO
+from monitor.cost.money import EXACT, ZERO
 from monitor.cost.periods import Period, days_of, first_instant, local_day, period_at
 
 HOUR_S = 3600.0

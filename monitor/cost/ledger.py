@@ -32,22 +32,22 @@ forever; ledger rows older than `cost.ledger_retention` are pruned.
 
 from __future__ import annotations
 
-import decimal
 import itertools
 import logging
 import sqlite3
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import datetime
 from decimal import Decimal
 from typing import NamedTuple
-from zoneinfo import ZoneInfo
 
 import msgspec
 
 from monitor.config import CostConfig
-from monitor.cost import journal, ledger_rows
-from monitor.cost.ledger_rows import INT64_MAX, amount_of, stored_units
+from monitor.cost import journal, ledger_rows, rollups
+from monitor.cost.charges import Charge, DailyTotals, LedgerBatch, Scale, Spend
+from monitor.cost.ledger_rows import INT64_MAX, stored_units
+from monitor.cost.money import EXACT, ZERO, reported_amount
+from monitor.cost.periods import LocalDays
 from monitor.cost.pricing import (
     TOKENS_PER_PRICE_UNIT,
     Price,
@@ -69,11 +69,6 @@ DEDUP_MAX_IDS = 200_000
 PRICE_CACHE_MODELS = 10_000  # a bound, whatever model names the logs carry
 JOURNAL_ROWS_PER_COMMIT = 1  # journal rows (each a checkpoint's requests) per transaction
 LEDGER_FAMILIES = (fam.COST, fam.COST_CACHE_SAVINGS, fam.COST_UNPRICED_REQUESTS)
-ZERO = Decimal(0)
-ONE = Decimal(1)
-# Wide enough that no sum of ledger amounts is ever rounded.
-EXACT = decimal.Context(prec=80, Emin=-999_999, Emax=999_999,
-                        traps=[decimal.InvalidOperation, decimal.Overflow])
 
 
 class LedgerEntry(NamedTuple):
@@ -100,123 +95,6 @@ class JournalRaced(Exception):
     """The journal rows being converted were gone at commit: another writer converted them."""
 
 
-@dataclass(slots=True)
-class DailyTotals:
-    requests: int = 0
-    unpriced: int = 0
-    amount: Decimal = ZERO
-    reported: Decimal = ZERO
-    cache_hit_tokens: int = 0
-    cache_miss_tokens: int = 0
-    input_tokens: int = 0
-    output_tokens: int = 0
-
-    def add(self, other: DailyTotals) -> None:
-        self.requests += other.requests
-        self.unpriced += other.unpriced
-        self.amount = EXACT.add(self.amount, other.amount)
-        self.reported = EXACT.add(self.reported, other.reported)
-        self.cache_hit_tokens += other.cache_hit_tokens
-        self.cache_miss_tokens += other.cache_miss_tokens
-        self.input_tokens += other.input_tokens
-        self.output_tokens += other.output_tokens
-
-
-DayKey = tuple[str, str, str, str]  # day, source, model, user
-
-
-@dataclass(slots=True)
-class _Spend:
-    t: float  # the earliest request's
-    amount: Decimal
-
-
-@dataclass(frozen=True, slots=True, eq=False)
-class _Scale:
-    """How a request of one price row, discount factor and exchange rate is charged: its
-    tokens times the integer prices give `units`; the amount in cost.currency is exactly
-    units x multiplier / 10**places."""
-
-    price: Price
-    factor: Decimal
-    hit: int
-    miss: int
-    output: int
-    multiplier: int
-    places: int
-
-    def amount(self, units: int) -> Decimal:
-        return Decimal(units * self.multiplier).scaleb(-self.places, EXACT)
-
-
-@dataclass(slots=True)
-class _Charge:
-    """The priced requests of one (day, minute, source, model, user, scale)."""
-
-    t: float  # the earliest request's
-    scale: _Scale
-    units: int = 0
-    requests: int = 0
-    hit: int = 0
-    miss: int = 0
-    inputs: int = 0
-    output: int = 0
-    saved_hits: int = 0  # charged cache hits beyond `hit` (a split inferred from the input)
-
-    def add(self, t: float, units: int, *, hit: int, miss: int, inputs: int,
-            output: int) -> None:
-        """One more request (the hot loop in `_price_source` does this inline)."""
-        self.t = min(self.t, t)
-        self.units += units
-        self.requests += 1
-        self.hit += hit
-        self.miss += miss
-        self.inputs += inputs
-        self.output += output
-
-
-@dataclass
-class LedgerBatch:
-    """What one checkpoint adds to the ledger."""
-
-    rows: list[tuple[object, ...]] = field(default_factory=list)
-    daily: dict[DayKey, DailyTotals] = field(default_factory=dict)
-    # (source, model, user, minute, day) -> the spend of those requests, for the budgets
-    spend: dict[tuple[str, str, str, int, str], _Spend] = field(default_factory=dict)
-    # (day, minute, ledger key id, scale) -> those requests, priced at the end
-    charges: dict[tuple[str, int, int, _Scale], _Charge] = field(default_factory=dict)
-    new_keys: list[tuple[int, str, str, str, str]] = field(default_factory=list)
-    # Cache-hit tokens by (source, model, user, id of the price row, discount factor), with
-    # that row: each group is priced once, at the end of the batch (the row holds the id).
-    hits: dict[tuple[str, str, str, int, Decimal], tuple[Price, int]] = field(
-        default_factory=dict)
-    duplicates: int = 0
-
-
-class LocalDays:
-    """The calendar day (in one time zone) of an epoch time, cached by day boundaries."""
-
-    def __init__(self, timezone: str) -> None:
-        self.zone = ZoneInfo(timezone)
-        self.start = self.end = 0.0  # the cached day: [start, end) is `day`
-        self.day = ""
-
-    def __call__(self, t: float) -> str:
-        return self.bounds(t)[2]
-
-    def bounds(self, t: float) -> tuple[float, float, str]:
-        """(start, end, ISO date) of the local day holding `t`."""
-        if not self.start <= t < self.end:
-            local = datetime.fromtimestamp(t, self.zone)
-            midnight = datetime(local.year, local.month, local.day, tzinfo=self.zone)
-            following = midnight.date() + timedelta(days=1)
-            self.start = midnight.timestamp()
-            self.end = datetime(following.year, following.month, following.day,
-                                tzinfo=self.zone).timestamp()
-            self.day = midnight.date().isoformat()
-        return self.start, self.end, self.day
-
-
 class Ledger:
     """Turns the journal's requests into ledger rows, roll-ups and cost counters."""
 
@@ -236,9 +114,9 @@ class Ledger:
         self._warned: set[str] = set()
         # model -> the scale its requests are charged at (None: unpriced) and the [start, end)
         # during which that holds: a model's price is looked up once per change, not per request
-        self._scale_cache: dict[str, tuple[_Scale | None, float, float]] = {}
+        self._scale_cache: dict[str, tuple[Scale | None, float, float]] = {}
         # (id of a price row, discount factor) -> its scale, None when it has no exchange rate
-        self._scales: dict[tuple[int, Decimal], _Scale | None] = {}
+        self._scales: dict[tuple[int, Decimal], Scale | None] = {}
         self._seen: dict[str, dict[str, float]] = {}  # source -> request id -> event time
         # (source, currency) -> (model, user) -> the id of their ledger_keys row
         self._keys: dict[tuple[str, str], dict[tuple[str, str], int]] = {}
@@ -263,42 +141,7 @@ class Ledger:
         self._scales.clear()
 
     def _check_timezone(self) -> None:
-        """Daily roll-ups are days of cost.timezone: when it changed since the last run,
-        rebuild the roll-ups of the days the ledger still holds (older days keep theirs)."""
-        connection = self.state.connection
-        row = connection.execute("SELECT value FROM cost_meta WHERE key = 'timezone'").fetchone()
-        if row is not None and row[0] == self.config.timezone:
-            return
-        daily: dict[tuple[str, str, str, str, str], DailyTotals] = {}
-        first_day = None
-        if row is not None:
-            for t, source, model, user, currency, units, places, reported, hit, miss, inputs, \
-                    output in connection.execute(
-                        "SELECT t, source, model, user, currency, amount_units, amount_places, "
-                        "reported, cache_hit_tokens, cache_miss_tokens, input_tokens, "
-                        "output_tokens FROM ledger"):
-                day = self._days(t)
-                first_day = day if first_day is None else min(first_day, day)
-                amount = amount_of(units, places)
-                totals = daily.setdefault((day, source, model, user, currency), DailyTotals())
-                totals.add(DailyTotals(
-                    1, int(amount is None), ZERO if amount is None else amount,
-                    ZERO if reported is None else Decimal(reported), hit, miss, inputs, output))
-            log.warning("cost.timezone changed from %s to %s: daily roll-ups rebuilt from %s "
-                        "on (earlier days keep their old boundaries)", row[0],
-                        self.config.timezone, first_day or "(no ledger rows)")
-        with self.state.transaction() as cursor:
-            if first_day is not None:
-                cursor.execute("DELETE FROM cost_daily WHERE day >= ?", (first_day,))
-                cursor.executemany(
-                    "INSERT INTO cost_daily (day, source, model, user, currency, requests, "
-                    "unpriced, amount, reported, cache_hit_tokens, cache_miss_tokens, "
-                    "input_tokens, output_tokens) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                    [(*key, t.requests, t.unpriced, money_text(t.amount), money_text(t.reported),
-                      t.cache_hit_tokens, t.cache_miss_tokens, t.input_tokens, t.output_tokens)
-                     for key, t in daily.items()])
-            cursor.execute("INSERT OR REPLACE INTO cost_meta (key, value) VALUES "
-                           "('timezone', ?)", (self.config.timezone,))
+        rollups.rebuild_if_zone_changed(self.state, self._days, self.config.timezone)
 
     def _load_keys(self) -> None:
         """The ledger_keys rows (again, after a failed commit may have left ids that were never
@@ -366,8 +209,8 @@ class Ledger:
 
     def _price_source(self, batch: LedgerBatch, source: str,
                       model_override: str | None, events: Sequence[RequestEvent]) -> None:
-        """The hot loop: a row per request, its amount as integer units of its `_Scale`, and
-        the units summed per `_Charge` key; `_settle` turns the sums into Decimal once."""
+        """The hot loop: a row per request, its amount as integer units of its `Scale`, and
+        the units summed per `Charge` key; `_settle` turns the sums into Decimal once."""
         seen = self._seen.get(source)
         if seen is None:
             seen = self._seen[source] = {}
@@ -413,10 +256,10 @@ class Ledger:
             key = (day, -int(-t // 60), key_id, scale)
             charge = charges.get(key)
             if charge is None:
-                charge = charges[key] = _Charge(t, scale)
+                charge = charges[key] = Charge(t, scale)
             elif t < charge.t:
                 charge.t = t
-            # `_Charge.add`, inlined: a call per request costs the writer a tenth of its time.
+            # `Charge.add`, inlined: a call per request costs the writer a tenth of its time.
             charge.units += n
             charge.requests += 1
             charge.hit += hit
@@ -425,7 +268,7 @@ class Ledger:
             charge.output += output
 
     def _add_slowly(self, batch: LedgerBatch, key_id: int, event: RequestEvent, *,
-                    scale: _Scale | None, day: str) -> None:
+                    scale: Scale | None, day: str) -> None:
         """Every other request: a split to infer, a reported cost, no price, or a count the
         decoder let through that pricing refuses."""
         source, model, user = self._key_names[key_id]
@@ -446,7 +289,7 @@ class Ledger:
                 units = (charged_hit * scale.hit + charged_miss * scale.miss
                          + output * scale.output)
         reported_text = event.reported_cost
-        reported = None if reported_text is None else _reported(reported_text)
+        reported = None if reported_text is None else reported_amount(reported_text)
         batch.rows.append((
             t, key_id, event.request_id, inputs, hit, miss, output, event.reasoning_tokens or 0,
             None if units is None or scale is None else stored_units(units * scale.multiplier),
@@ -469,7 +312,7 @@ class Ledger:
         key = (day, -int(-t // 60), key_id, scale)
         charge = batch.charges.get(key)
         if charge is None:
-            charge = batch.charges[key] = _Charge(t, scale)
+            charge = batch.charges[key] = Charge(t, scale)
         charge.add(t, units, hit=hit, miss=miss, inputs=inputs, output=output)
         charge.saved_hits += charged_hit - hit  # the split charged differs from the raw one
 
@@ -494,7 +337,7 @@ class Ledger:
             totals.amount = EXACT.add(totals.amount, amount)
             spend = batch.spend.get((source, model, user, minute, day))
             if spend is None:
-                batch.spend[(source, model, user, minute, day)] = _Spend(charge.t, amount)
+                batch.spend[(source, model, user, minute, day)] = Spend(charge.t, amount)
             else:  # another price row or factor within the same minute
                 spend.t = min(spend.t, charge.t)
                 spend.amount = EXACT.add(spend.amount, amount)
@@ -513,7 +356,7 @@ class Ledger:
                 extra = (("user", user),) if user else ()
                 family.inc(family.key((source, model, currency), extra), float(amount))
 
-    def _new_scale(self, price: Price, factor: Decimal, model: str) -> _Scale | None:
+    def _new_scale(self, price: Price, factor: Decimal, model: str) -> Scale | None:
         """The scale of `price` under `factor`, kept for the next requests; None (and a
         warning) when its currency has no exchange rate."""
         if len(self._scales) >= PRICE_CACHE_MODELS:
@@ -536,7 +379,7 @@ class Ledger:
         places = TOKENS_PER_PRICE_UNIT - exponent - multiplier_exponent
         if places < 0:  # a whole amount: fold the zeros into the multiplier
             whole, places = whole * 10 ** -places, 0
-        scale = self._scales[(id(price), factor)] = _Scale(
+        scale = self._scales[(id(price), factor)] = Scale(
             price, factor, hit, miss, output, whole, places)
         return scale
 
@@ -546,7 +389,7 @@ class Ledger:
                           "requests are counted in cost_unpriced_requests_total, not "
                           "costed. Add it with cost.pricing_files")
 
-    def _scale_at(self, model: str, t: float) -> _Scale | None:
+    def _scale_at(self, model: str, t: float) -> Scale | None:
         """The scale `model`'s requests are charged at around t (None: unpriced, warned about
         once), kept for as long as both its price row and its discount factor hold."""
         if len(self._scale_cache) >= PRICE_CACHE_MODELS:
@@ -591,24 +434,7 @@ class Ledger:
             "cache_miss_tokens, output_tokens, reasoning_tokens, amount_units, amount_places, "
             "reported) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", batch.rows)
         ledger_rows.add_span(cursor, after)
-        currency = self.config.currency
-        for (day, source, model, user), delta in batch.daily.items():
-            row = cursor.execute(
-                "SELECT requests, unpriced, amount, reported, cache_hit_tokens, "
-                "cache_miss_tokens, input_tokens, output_tokens FROM cost_daily WHERE day = ? "
-                "AND source = ? AND model = ? AND user = ? AND currency = ?",
-                (day, source, model, user, currency)).fetchone()
-            totals = DailyTotals()
-            if row is not None:
-                totals = DailyTotals(row[0], row[1], Decimal(row[2]), Decimal(row[3]), *row[4:])
-            totals.add(delta)
-            cursor.execute(
-                "INSERT OR REPLACE INTO cost_daily (day, source, model, user, currency, "
-                "requests, unpriced, amount, reported, cache_hit_tokens, cache_miss_tokens, "
-                "input_tokens, output_tokens) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (day, source, model, user, currency, totals.requests, totals.unpriced,
-                 money_text(totals.amount), money_text(totals.reported), totals.cache_hit_tokens,
-                 totals.cache_miss_tokens, totals.input_tokens, totals.output_tokens))
+        rollups.add(cursor, batch.daily, self.config.currency)
 
     def committed(self) -> None:
         """The batch's transaction succeeded (its request ids are in the window already)."""
@@ -723,18 +549,3 @@ def _delete_journal_rows(cursor: sqlite3.Cursor, rows: Sequence[journal.JournalR
 def _newest(seen: dict[str, float], keep: int) -> dict[str, float]:
     """The `keep` most recently added ids (insertion order)."""
     return dict(itertools.islice(seen.items(), len(seen) - keep, None))
-
-
-def money_text(amount: Decimal) -> str:
-    """Plain decimal text without trailing zeros or an exponent ("0.0123", "2", "1500")."""
-    return format(EXACT.normalize(amount), "f")
-
-
-def _reported(text: str | None) -> Decimal | None:
-    if text is None:
-        return None
-    try:
-        value = Decimal(text)
-    except decimal.InvalidOperation:
-        return None
-    return value if value.is_finite() else None

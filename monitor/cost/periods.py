@@ -120,3 +120,27 @@ def _label(kind: PeriodKind, first: date) -> str:
 def _period_from(kind: PeriodKind, first: date, zone: ZoneInfo) -> Period:
     return Period(kind, first_instant(first, zone), first_instant(_next_date(kind, first), zone),
                   _label(kind, first))
+
+
+class LocalDays:
+    """The calendar day (in one time zone) of an epoch time, cached by day boundaries."""
+
+    def __init__(self, timezone: str) -> None:
+        self.zone = ZoneInfo(timezone)
+        self.start = self.end = 0.0  # the cached day: [start, end) is `day`
+        self.day = ""
+
+    def __call__(self, t: float) -> str:
+        return self.bounds(t)[2]
+
+    def bounds(self, t: float) -> tuple[float, float, str]:
+        """(start, end, ISO date) of the local day holding `t`."""
+        if not self.start <= t < self.end:
+            local = datetime.fromtimestamp(t, self.zone)
+            midnight = datetime(local.year, local.month, local.day, tzinfo=self.zone)
+            following = midnight.date() + timedelta(days=1)
+            self.start = midnight.timestamp()
+            self.end = datetime(following.year, following.month, following.day,
+                                tzinfo=self.zone).timestamp()
+            self.day = midnight.date().isoformat()
+        return self.start, self.end, self.day

@@ -26,8 +26,8 @@ import orjson
 from monitor.config import Config
 from monitor.cost import ledger_rows
 from monitor.cost.forecast import forecast_at
-from monitor.cost.ledger import EXACT, ZERO, LocalDays, money_text
-from monitor.cost.periods import period_at
+from monitor.cost.money import EXACT, ZERO, money_text
+from monitor.cost.periods import LocalDays, period_at
 from monitor.errors import StateError, UsageError
 from monitor.storage import STATE_FILE_NAME
 

@@ -32,7 +32,9 @@ from datetime import date, datetime, timedelta
 from decimal import Decimal
 
 from monitor.config_models import CostConfig
-from monitor.cost.ledger import DEDUP_MAX_IDS, DEDUP_WINDOW_S, EXACT, ZERO, LocalDays
+from monitor.cost.ledger import DEDUP_MAX_IDS, DEDUP_WINDOW_S
+from monitor.cost.money import EXACT, ZERO
+from monitor.cost.periods import LocalDays
 from monitor.cost.pricing import Price, PriceTable, charged_split, convert
 from monitor.ingest.events import RequestEvent
 

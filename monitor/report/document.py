@@ -15,7 +15,7 @@ from decimal import Decimal
 from fractions import Fraction
 from typing import Any
 
-from monitor.cost.ledger import money_text
+from monitor.cost.money import money_text
 from monitor.ingest.events import ERROR_CLASSES
 from monitor.report.aggregate import Aggregator, FileCounts, ModelStats, TimeBin
 from monitor.report.costing import CostTally
