@@ -424,6 +424,10 @@ class StateStore:
             # journal row the ledger writer deletes cost its whole size again in WAL writes.
             # FAST still zeroes what is deleted within a page that is written anyway.
             conn.execute("PRAGMA secure_delete = FAST")
+            # Checkpoints every 16 MB of WAL, not 4: the daemon and the ledger writer rewrite
+            # the same pages (the journal's, the ledger's last leaf), copied once per
+            # checkpoint; measured 4-5 % off a ledger catch-up. The WAL file stays that size.
+            conn.execute("PRAGMA wal_autocheckpoint = 4000")
             if version < len(MIGRATIONS):
                 self._migrate(conn, version)
         except sqlite3.DatabaseError as exc:

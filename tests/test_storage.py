@@ -431,3 +431,12 @@ def test_a_v8_amount_that_is_not_a_number_is_refused(tmp_path: Path) -> None:
     conn = sqlite3.connect(path)
     assert conn.execute("PRAGMA user_version").fetchone() == (8,)  # rolled back, not half-done
     conn.close()
+
+
+def test_freed_pages_are_not_zeroed_and_checkpoints_wait_for_16_mb(tmp_path: Path) -> None:
+    # Debian's SQLite zeroes every freed page by default: each converted journal row would be
+    # written again in full. FAST still zeroes deleted content within pages written anyway.
+    state = StateStore(tmp_path)
+    assert state.connection.execute("PRAGMA secure_delete").fetchone() == (2,)  # FAST
+    assert state.connection.execute("PRAGMA wal_autocheckpoint").fetchone() == (4000,)
+    state.close()
