@@ -8,6 +8,7 @@ import random
 import sqlite3
 from decimal import Decimal
 from pathlib import Path
+from typing import Any
 
 import orjson
 import pytest
@@ -388,14 +389,20 @@ V8_LEDGER = [
 ]
 
 
-def test_v8_ledger_rows_migrate_exactly(tmp_path: Path) -> None:
-    path = state_at_version(tmp_path, 8)
+def v8_ledger(directory: Path, rows: list[tuple[Any, ...]]) -> Path:
+    """A v8 state file holding `rows` (as V8_LEDGER) in its ledger, all with the same tokens."""
+    path = state_at_version(directory, 8)
     conn = sqlite3.connect(path, isolation_level=None)
     conn.executemany(
         "INSERT INTO ledger (t, source, request_id, model, user, input_tokens, "
         "cache_hit_tokens, cache_miss_tokens, output_tokens, reasoning_tokens, currency, "
-        "amount, reported) VALUES (?, ?, ?, ?, ?, 10, 4, 6, 7, 2, 'CNY', ?, ?)", V8_LEDGER)
+        "amount, reported) VALUES (?, ?, ?, ?, ?, 10, 4, 6, 7, 2, 'CNY', ?, ?)", rows)
     conn.close()
+    return path
+
+
+def test_v8_ledger_rows_migrate_exactly(tmp_path: Path) -> None:
+    v8_ledger(tmp_path, V8_LEDGER)
     state = StateStore(tmp_path)
     rows = state.connection.execute(
         "SELECT t, source, request_id, model, user, input_tokens, cache_hit_tokens, "
@@ -419,13 +426,7 @@ def test_v8_ledger_rows_migrate_exactly(tmp_path: Path) -> None:
 
 
 def test_a_v8_amount_that_is_not_a_number_is_refused(tmp_path: Path) -> None:
-    path = state_at_version(tmp_path, 8)
-    conn = sqlite3.connect(path, isolation_level=None)
-    conn.execute(
-        "INSERT INTO ledger (t, source, request_id, model, user, input_tokens, "
-        "cache_hit_tokens, cache_miss_tokens, output_tokens, reasoning_tokens, currency, "
-        "amount) VALUES (1, 'api', 'r1', 'chat', '', 1, 0, 1, 1, 0, 'CNY', 'twelve')")
-    conn.close()
+    path = v8_ledger(tmp_path, [(1.0, "api", "r1", "chat", "", "twelve", None)])
     with pytest.raises(StateError, match=r"ledger row 1 has an amount that is not a number"):
         StateStore(tmp_path)
     conn = sqlite3.connect(path)
