@@ -89,17 +89,31 @@ def _normalize_ledger(connection: sqlite3.Connection) -> None:
         connection.execute(statement)
     connection.execute("INSERT INTO ledger_keys (source, model, user, currency) "
                        "SELECT DISTINCT source, model, user, currency FROM ledger")
-    rows = connection.execute(
-        "SELECT l.id, l.t, k.id, l.request_id, l.input_tokens, l.cache_hit_tokens, "
-        "l.cache_miss_tokens, l.output_tokens, l.reasoning_tokens, l.amount, l.reported "
+    rows = connection.execute("SELECT COUNT(*) FROM ledger").fetchone()[0]
+    if rows:
+        log.info("state schema v9: rewriting %d cost ledger row(s), once (about 4 s a million)",
+                 rows)
+    # Plain decimal text of up to 18 digits (what v4-v8 wrote) is split in SQL; the rest
+    # (an exponent, more digits, damage) is left for Python below.
+    plain = ("l.amount NOT GLOB '*[^0-9.]*' AND l.amount GLOB '*[0-9]*' "
+             "AND length(replace(l.amount, '.', '')) <= 18 "
+             "AND length(l.amount) - length(replace(l.amount, '.', '')) <= 1")
+    connection.execute(
+        "INSERT INTO ledger_rows (id, t, key_id, request_id, input_tokens, cache_hit_tokens, "  # noqa: S608 - `plain` is a constant
+        "cache_miss_tokens, output_tokens, reasoning_tokens, amount_units, amount_places, "
+        "reported) SELECT l.id, l.t, k.id, l.request_id, l.input_tokens, l.cache_hit_tokens, "
+        "l.cache_miss_tokens, l.output_tokens, l.reasoning_tokens, "
+        f"CASE WHEN {plain} THEN CAST(replace(l.amount, '.', '') AS INTEGER) END, "
+        f"CASE WHEN {plain} THEN CASE WHEN instr(l.amount, '.') > 0 "
+        "THEN length(l.amount) - instr(l.amount, '.') ELSE 0 END END, l.reported "
         "FROM ledger AS l JOIN ledger_keys AS k ON k.source = l.source AND k.model = l.model "
-        "AND k.user = l.user AND k.currency = l.currency ORDER BY l.id")
-    while chunk := rows.fetchmany(10_000):
-        connection.executemany(
-            "INSERT INTO ledger_rows (id, t, key_id, request_id, input_tokens, "
-            "cache_hit_tokens, cache_miss_tokens, output_tokens, reasoning_tokens, "
-            "amount_units, amount_places, reported) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            [(*row[:9], *_amount_parts(row[0], row[9]), row[10]) for row in chunk])
+        "AND k.user = l.user AND k.currency = l.currency")
+    others = connection.execute(
+        "SELECT l.id, l.amount FROM ledger AS l JOIN ledger_rows AS r ON r.id = l.id "
+        "WHERE l.amount IS NOT NULL AND r.amount_units IS NULL").fetchall()
+    connection.executemany(
+        "UPDATE ledger_rows SET amount_units = ?, amount_places = ? WHERE id = ?",
+        [(*_amount_parts(row_id, text), row_id) for row_id, text in others])
     connection.execute(
         "INSERT INTO ledger_spans (first_id, last_id, t_min, t_max) SELECT MIN(id), MAX(id), "
         "MIN(t), MAX(t) FROM ledger_rows GROUP BY id / ?", (LEDGER_SPAN_ROWS,))

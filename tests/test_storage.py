@@ -386,6 +386,7 @@ V8_LEDGER = [
     (1002.0, "api", "r3", "gpt-x", "", None, None),  # unpriced
     (999.0, "other", None, "chat", "", "1500", None),  # whole, and earlier than the row before
     (1003.0, "api", "r4", "chat", "", "123456789012345678901234.5", None),  # past 64 bits
+    (1002.5, "api", "r5", "chat", "", "0.000000000000000001", None),  # 19 digits: not in SQL
 ]
 
 
@@ -413,12 +414,12 @@ def test_v8_ledger_rows_migrate_exactly(tmp_path: Path) -> None:
         (t, source, rid, model, user, None if amount is None else Decimal(amount), reported)
         for t, source, rid, model, user, amount, reported in V8_LEDGER]
     assert {row[5:11] for row in rows} == {(10, 4, 6, 7, 2, "CNY")}
-    assert [row[11] for row in rows] == [2201531280, 15, None, 1500,
-                                         "1234567890123456789012345"]
+    assert [row[11:13] for row in rows] == [(2201531280, 12), (15, 8), (None, None), (1500, 0),
+                                            ("1234567890123456789012345", 1), (1, 18)]
     assert not any(isinstance(row[11], float) for row in rows)  # never rounded to a float
     (keys,) = state.connection.execute("SELECT COUNT(*) FROM ledger_keys").fetchone()
     assert keys == 4  # (api, chat, ""), (api, chat, u1), (api, gpt-x, ""), (other, chat, "")
-    assert ledger_rows.id_range(state.connection, 999.0, 999.5) == (1, 5)  # one span holds all
+    assert ledger_rows.id_range(state.connection, 999.0, 999.5) == (1, 6)  # one span holds all
     assert ledger_rows.id_range(state.connection, 1003.5) is None
     assert (ledger_rows.oldest_time(state.connection),
             ledger_rows.newest_time(state.connection)) == (999.0, 1003.0)
