@@ -65,6 +65,17 @@ def _decode_series(kind: str, value: float, buckets: str | None) -> Series:
     return series
 
 
+def write_counter_values(cursor: sqlite3.Cursor,
+                         values: Iterable[tuple[MetricFamily, LabelKey, float]]) -> None:
+    """Inside the caller's transaction: counters at the values they are about to take, written
+    with the rows of the change they count (the checkpoint writes them again, the same)."""
+    cursor.executemany(
+        "INSERT INTO counters (family, labels, kind, value, buckets) VALUES (?, ?, 'counter', "
+        "?, NULL) ON CONFLICT (family, labels) DO UPDATE SET kind = excluded.kind, "
+        "value = excluded.value, buckets = excluded.buckets",
+        [(family.full_name, encode_labels(key), value) for family, key, value in values])
+
+
 def write_counter_rows(cursor: sqlite3.Cursor,
                        dirty: Iterable[tuple[MetricFamily, LabelKey, Series]]) -> None:
     """Inside the caller's transaction: the current value of each series."""

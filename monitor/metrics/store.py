@@ -148,6 +148,10 @@ class MetricFamily:
         """The series for `key`, created if new, or the overflow series once at the cap."""
         return self._locate(key)[1]
 
+    def locate(self, key: LabelKey) -> tuple[LabelKey, Series]:
+        """(the key the series is stored under, the series), as `get` finds or creates it."""
+        return self._locate(key)
+
     def _locate(self, key: LabelKey) -> tuple[LabelKey, Series]:
         """(the key the series is stored under, the series): `key`, or the overflow key."""
         found = self.series.get(key)

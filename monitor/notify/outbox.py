@@ -7,8 +7,10 @@ receiving end acknowledged it (counted in `notifications_total`) or failed perma
 keeps the row at the head of its queue and retries it with exponential backoff and jitter
 (1 s doubling to 5 min, or the provider's Retry-After), for at most a day.
 
-A restart resumes the outbox. A message is deleted only after the provider acknowledged it,
-so one whose acknowledgement was lost in a crash is sent again — with the same DingTalk
+A restart resumes the outbox. The counters of an outcome are written in the transaction that
+records it, so a kill never keeps the outcome and loses its count. A message is deleted only
+after the provider acknowledged it, so one whose acknowledgement was lost in a crash is sent
+again — with the same DingTalk
 msgUuid / email Message-Id, which lets the provider drop the duplicate.
 
 Rate limits are per `rate_key` (one robot shared by several receivers shares its limit) and
@@ -19,16 +21,19 @@ rate-limited queue backs up, its waiting messages are merged into one (the chann
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import random
-from collections.abc import Callable, Mapping
+import sqlite3
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 
 import orjson
 
 from monitor.clock import Clock
 from monitor.metrics import families as fam
-from monitor.metrics.store import MetricStore
+from monitor.metrics.persistence import write_counter_values
+from monitor.metrics.store import CounterSeries, LabelKey, MetricFamily, MetricStore
 from monitor.notify.channels.base import Channel, Delivery, Message
 from monitor.notify.wakeup import wait_for_news
 from monitor.storage import StateStore
@@ -40,6 +45,9 @@ BACKOFF_MAX_S = 300.0
 MAX_AGE_S = 24 * 3600.0
 DELIVERY_TIMEOUT_S = 60.0
 IDLE_WAKE_S = 30.0
+
+
+Count = tuple[MetricFamily, LabelKey, float]  # a counter, its labels, how much to add
 
 
 @dataclass(frozen=True, order=True)
@@ -139,8 +147,7 @@ class Outbox:
             log.warning("outbox: dropping %d notification(s) for %s/%s[%d]: the receiver "
                         "or integration is no longer configured", len(rows), cid.receiver,
                         cid.integration, cid.index)
-            self._delete([r.id for r in rows])
-            self._count_failure(cid, "receiver_removed", len(rows))
+            self._delete([r.id for r in rows], self._failure(cid, "receiver_removed", len(rows)))
             return IDLE_WAKE_S
         while rows:
             now = self.clock.time()
@@ -157,33 +164,32 @@ class Outbox:
                 self._acknowledge(channel, head, now)
                 rows.pop(0)
                 continue
-            self._count_failure(cid, delivery.reason or "unknown")
+            failed = self._failure(cid, delivery.reason or "unknown")
             if not delivery.retry:
                 log.error("notification to %s/%s[%d] failed permanently, dropped: %s %s",
                           cid.receiver, cid.integration, cid.index, delivery.reason,
                           delivery.detail)
-                self._delete([head.id])
+                self._delete([head.id], failed)
                 rows.pop(0)
                 continue
             if now - head.created_at > MAX_AGE_S:
                 log.error("notification to %s/%s[%d] still failing after %.0f h, dropped: "
                           "%s %s", cid.receiver, cid.integration, cid.index, MAX_AGE_S / 3600,
                           delivery.reason, delivery.detail)
-                self._delete([head.id])
-                self._count_failure(cid, "expired")
+                self._delete([head.id], failed, self._failure(cid, "expired"))
                 rows.pop(0)
                 continue
             delay = max(backoff(head.attempts + 1, self.rng), delivery.retry_after or 0.0)
             log.warning("notification to %s/%s[%d] failed (%s %s); retry %d in %.1f s",
                         cid.receiver, cid.integration, cid.index, delivery.reason,
                         delivery.detail, head.attempts + 1, delay)
-            head.attempts += 1
-            head.next_attempt = now + delay
-            with self.state.transaction() as cursor:
+            with self._counting(failed) as cursor:
                 cursor.execute("UPDATE outbox SET attempts = ?, next_attempt = ?, "
                                "last_error = ? WHERE id = ?",
-                               (head.attempts, head.next_attempt,
+                               (head.attempts + 1, now + delay,
                                 f"{delivery.reason} {delivery.detail}"[:500], head.id))
+            head.attempts += 1
+            head.next_attempt = now + delay
             return delay
         return IDLE_WAKE_S
 
@@ -197,7 +203,8 @@ class Outbox:
             return Delivery.transient("internal", repr(exc))
 
     def _acknowledge(self, channel: Channel, row: _Row, now: float) -> None:
-        with self.state.transaction() as cursor:
+        sent = (self._sent, self._sent.key((row.channel.receiver, row.channel.integration)), 1.0)
+        with self._counting(sent) as cursor:
             cursor.execute("DELETE FROM outbox WHERE id = ?", (row.id,))
             if channel.limits:
                 cursor.execute("INSERT INTO rate_log (rate_key, sent_at) VALUES (?, ?)",
@@ -205,7 +212,6 @@ class Outbox:
                 longest = max(limit.per_seconds for limit in channel.limits)
                 cursor.execute("DELETE FROM rate_log WHERE rate_key = ? AND sent_at < ?",
                                (channel.rate_key, now - longest))
-        self._sent.inc(self._sent.key((row.channel.receiver, row.channel.integration)))
 
     def _rate_wait(self, channel: Channel, now: float) -> float:
         """0 if `channel` may send now, else the seconds until it may."""
@@ -238,9 +244,26 @@ class Outbox:
         gone = {r.id for r in due[1:]}
         return [r for r in rows if r.id not in gone]
 
-    def _delete(self, ids: list[int]) -> None:
-        with self.state.transaction() as cursor:
+    def _delete(self, ids: list[int], *counts: Count) -> None:
+        with self._counting(*counts) as cursor:
             cursor.executemany("DELETE FROM outbox WHERE id = ?", [(i,) for i in ids])
 
-    def _count_failure(self, cid: ChannelId, reason: str, amount: int = 1) -> None:
-        self._failed.inc(self._failed.key((cid.receiver, cid.integration, reason)), amount)
+    def _failure(self, cid: ChannelId, reason: str, amount: int = 1) -> Count:
+        return self._failed, self._failed.key((cid.receiver, cid.integration, reason)), amount
+
+    @contextlib.contextmanager
+    def _counting(self, *counts: Count) -> Iterator[sqlite3.Cursor]:
+        """A transaction that also writes the counters' rows at their new values, so that the
+        state file never holds an outbox change without its count (a kill before the next
+        ingest checkpoint used to lose it); the store counts once the commit succeeded."""
+        after: dict[tuple[str, LabelKey], tuple[MetricFamily, LabelKey, float]] = {}
+        for family, key, amount in counts:
+            stored, series = family.locate(key)
+            assert isinstance(series, CounterSeries)
+            _, _, before = after.get((family.full_name, stored), (family, stored, series.value))
+            after[family.full_name, stored] = (family, stored, before + amount)
+        with self.state.transaction() as cursor:
+            yield cursor
+            write_counter_values(cursor, after.values())
+        for family, key, amount in counts:
+            family.inc(key, amount)

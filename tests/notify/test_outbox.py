@@ -5,10 +5,18 @@ rate limits counted across restarts, and merging when a rate-limited queue backs
 
 from __future__ import annotations
 
+import contextlib
+import sqlite3
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
+import pytest
 from pipeline_rig import Rig, ScriptedChannel
 
+from monitor.metrics import families as fam
+from monitor.metrics.persistence import restore_counters
+from monitor.metrics.store import CounterSeries, MetricStore
 from monitor.notify.channels.base import Delivery, RateLimit
 from monitor.notify.outbox import BACKOFF_MAX_S, ChannelId, Outbox
 
@@ -157,4 +165,62 @@ async def test_the_rate_limit_holds_across_a_restart(tmp_path: Path) -> None:
     rig.clock.advance(60.0)
     await rig.outbox.send_due()
     assert len(robot.delivered) == 25
+    rig.close()
+
+
+def persisted(rig: Rig, family: str) -> dict[tuple[tuple[str, str], ...], float]:
+    """The counters a daemon killed now would restore: what the state file holds, with no
+    ingest checkpoint since."""
+    store = MetricStore()
+    store.register(fam.NOTIFICATIONS)
+    store.register(fam.NOTIFICATIONS_FAILED)
+    restore_counters(rig.state, store)
+    found = store.family(family)
+    return {} if found is None else {key: series.value for key, series in found.series.items()
+                                     if isinstance(series, CounterSeries)}
+
+
+async def test_each_outcome_is_counted_in_the_state_file_with_its_outbox_change(
+        tmp_path: Path) -> None:
+    rig = Rig(tmp_path)
+    rig.channel.script = [Delivery.sent(), Delivery.transient("http_503"),
+                          Delivery.permanent("http_400")]
+    queue(rig, "a", "b")
+    queue(rig, "c", channel=ChannelId("gone", "webhook", 0))
+    await rig.outbox.send_due()  # a sent; b failed once and waits; c's receiver is gone
+    rig.clock.advance(BACKOFF_MAX_S)
+    await rig.outbox.send_due()  # b failed for good
+    team = (("receiver", "team"), ("integration", "webhook"))
+    assert persisted(rig, "inferwatch_notifications") == {team: 1.0}
+    assert persisted(rig, "inferwatch_notifications_failed") == {
+        (*team, ("reason", "http_503")): 1.0, (*team, ("reason", "http_400")): 1.0,
+        (("receiver", "gone"), ("integration", "webhook"), ("reason", "receiver_removed")): 1.0}
+    # What the store counts and what a restart would restore are the same.
+    assert persisted(rig, "inferwatch_notifications_failed") == \
+        rig.counter("inferwatch_notifications_failed")
+    rig.close()
+
+
+async def test_an_acknowledgement_that_cannot_be_written_is_not_counted(
+        tmp_path: Path) -> None:
+    rig = Rig(tmp_path)
+    queue(rig, "a")
+    original = rig.state.transaction
+
+    @contextlib.contextmanager
+    def refused(**options: Any) -> Iterator[sqlite3.Cursor]:
+        raise sqlite3.OperationalError("database is locked")
+        yield from ()  # pragma: no cover - a generator, for contextmanager
+
+    rig.state.transaction = refused  # type: ignore[method-assign]
+    with pytest.raises(sqlite3.OperationalError):
+        await rig.outbox.send_due()
+    rig.state.transaction = original  # type: ignore[method-assign]
+    assert sum(rig.counter("inferwatch_notifications").values()) == 0.0
+    assert persisted(rig, "inferwatch_notifications") == {}
+    assert rig.outbox.queue_length() == 1  # sent again later: counted then, once
+    await rig.outbox.send_due()
+    assert rig.counter("inferwatch_notifications") == persisted(rig, "inferwatch_notifications")
+    assert sum(rig.counter("inferwatch_notifications").values()) == 1.0
+    assert names(rig.channel.delivered) == [["a"], ["a"]]  # its acknowledgement was lost
     rig.close()
