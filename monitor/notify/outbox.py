@@ -10,8 +10,8 @@ keeps the row at the head of its queue and retries it with exponential backoff a
 A restart resumes the outbox. The counters of an outcome are written in the transaction that
 records it, so a kill never keeps the outcome and loses its count. A message is deleted only
 after the provider acknowledged it, so one whose acknowledgement was lost in a crash is sent
-again — with the same DingTalk
-msgUuid / email Message-Id, which lets the provider drop the duplicate.
+again — with the same DingTalk msgUuid / email Message-Id, which lets the provider drop the
+duplicate.
 
 Rate limits are per `rate_key` (one robot shared by several receivers shares its limit) and
 counted from a log of sends in the state file, so a restart cannot burst past them. When a
