@@ -1,5 +1,6 @@
 """Counter and histogram series in the state file's `counters` table: written by whoever
-commits their changes (the ingest checkpoint, the ledger writer), read back at start."""
+commits their changes (the ingest checkpoint, the ledger writer, the notification outbox),
+read back at start."""
 
 from __future__ import annotations
 
@@ -63,17 +64,6 @@ def _decode_series(kind: str, value: float, buckets: str | None) -> Series:
     series.count = sum(counts)
     series.sum = float(value)
     return series
-
-
-def write_counter_values(cursor: sqlite3.Cursor,
-                         values: Iterable[tuple[MetricFamily, LabelKey, float]]) -> None:
-    """Inside the caller's transaction: counters at the values they are about to take, written
-    with the rows of the change they count (the checkpoint writes them again, the same)."""
-    cursor.executemany(
-        "INSERT INTO counters (family, labels, kind, value, buckets) VALUES (?, ?, 'counter', "
-        "?, NULL) ON CONFLICT (family, labels) DO UPDATE SET kind = excluded.kind, "
-        "value = excluded.value, buckets = excluded.buckets",
-        [(family.full_name, encode_labels(key), value) for family, key, value in values])
 
 
 def write_counter_rows(cursor: sqlite3.Cursor,

@@ -11,8 +11,9 @@ name from a log line) from exhausting memory.
 
 Counter and histogram series are *persistent*: the checkpoint writes the ones marked dirty and
 start-up restores them, so counters are continuous across restarts. A checkpoint applies its
-batch inside `begin_changes()`; if the state file refuses the commit, `undo_changes()` puts
-every touched series back, so the store never shows counts that were not committed. Series
+batch inside `begin_changes()` (so do the ledger writer and the notification outbox, with the
+rows they commit); if the state file refuses the commit, `undo_changes()` puts every touched
+series back, so the store never shows counts that were not committed. Series
 created at run time (not restored) can be recorded as births (`track_births`), so the series
 store can give them a 0 sample at birth.
 """

@@ -32,8 +32,8 @@ import orjson
 
 from monitor.clock import Clock
 from monitor.metrics import families as fam
-from monitor.metrics.persistence import write_counter_values
-from monitor.metrics.store import CounterSeries, LabelKey, MetricFamily, MetricStore
+from monitor.metrics.persistence import write_counter_rows
+from monitor.metrics.store import LabelKey, MetricFamily, MetricStore, Series
 from monitor.notify.channels.base import Channel, Delivery, Message
 from monitor.notify.wakeup import wait_for_news
 from monitor.storage import StateStore
@@ -81,6 +81,7 @@ class Outbox:
         self.clock = clock
         self.channels = channels
         self.rng = rng or random.Random()  # noqa: S311 - jitter, not security
+        self._metrics = metrics
         self._sent = metrics.register(fam.NOTIFICATIONS)
         self._failed = metrics.register(fam.NOTIFICATIONS_FAILED)
         self._queue_length = metrics.register(fam.NOTIFICATION_QUEUE_LENGTH)
@@ -253,17 +254,24 @@ class Outbox:
 
     @contextlib.contextmanager
     def _counting(self, *counts: Count) -> Iterator[sqlite3.Cursor]:
-        """A transaction that also writes the counters' rows at their new values, so that the
+        """A transaction that also counts `counts` and writes their series' rows, so that the
         state file never holds an outbox change without its count (a kill before the next
-        ingest checkpoint used to lose it); the store counts once the commit succeeded."""
-        after: dict[tuple[str, LabelKey], tuple[MetricFamily, LabelKey, float]] = {}
-        for family, key, amount in counts:
-            stored, series = family.locate(key)
-            assert isinstance(series, CounterSeries)
-            _, _, before = after.get((family.full_name, stored), (family, stored, series.value))
-            after[family.full_name, stored] = (family, stored, before + amount)
-        with self.state.transaction() as cursor:
-            yield cursor
-            write_counter_values(cursor, after.values())
-        for family, key, amount in counts:
-            family.inc(key, amount)
+        ingest checkpoint used to lose it). The store counts under `begin_changes`, as the
+        checkpoint does, and is put back if the commit fails: the row stays queued and is
+        counted when it is settled again, once. Only these series are written; the others'
+        dirty marks stay for the checkpoint, which writes these again at the same values."""
+        self._metrics.begin_changes()
+        try:
+            with self.state.transaction() as cursor:
+                yield cursor
+                changed: list[tuple[MetricFamily, LabelKey, Series]] = []
+                for family, key, amount in counts:
+                    # The stored key: at the series cap, inc(key) would count a second drop.
+                    stored, series = family.locate(key)
+                    family.inc(stored, amount)
+                    changed.append((family, stored, series))
+                write_counter_rows(cursor, changed)
+        except BaseException:
+            self._metrics.undo_changes()
+            raise
+        self._metrics.keep_changes()

@@ -15,8 +15,8 @@ import pytest
 from pipeline_rig import Rig, ScriptedChannel
 
 from monitor.metrics import families as fam
-from monitor.metrics.persistence import restore_counters
-from monitor.metrics.store import CounterSeries, MetricStore
+from monitor.metrics.persistence import restore_counters, write_counter_rows
+from monitor.metrics.store import CounterSeries, FamilySpec, Kind, MetricStore
 from monitor.notify.channels.base import Delivery, RateLimit
 from monitor.notify.outbox import BACKOFF_MAX_S, ChannelId, Outbox
 
@@ -223,4 +223,106 @@ async def test_an_acknowledgement_that_cannot_be_written_is_not_counted(
     assert rig.counter("inferwatch_notifications") == persisted(rig, "inferwatch_notifications")
     assert sum(rig.counter("inferwatch_notifications").values()) == 1.0
     assert names(rig.channel.delivered) == [["a"], ["a"]]  # its acknowledgement was lost
+    rig.close()
+
+
+def failing_at_commit(rig: Rig) -> Any:
+    """A state file that runs the transaction's statements, then refuses to commit them (the
+    transaction rolls back, as on a full disk)."""
+    original = rig.state.transaction
+
+    @contextlib.contextmanager
+    def refused(**options: Any) -> Iterator[sqlite3.Cursor]:
+        with original(**options) as cursor:
+            yield cursor
+            raise sqlite3.OperationalError("disk I/O error")
+
+    return refused
+
+
+async def test_an_acknowledgement_whose_commit_fails_is_not_counted(tmp_path: Path) -> None:
+    rig = Rig(tmp_path)
+    queue(rig, "a")
+    original = rig.state.transaction
+    rig.state.transaction = failing_at_commit(rig)  # type: ignore[method-assign]
+    with pytest.raises(sqlite3.OperationalError):
+        await rig.outbox.send_due()
+    rig.state.transaction = original  # type: ignore[method-assign]
+    assert sum(rig.counter("inferwatch_notifications").values()) == 0.0
+    assert persisted(rig, "inferwatch_notifications") == {}  # the counter row rolled back too
+    assert rig.outbox.queue_length() == 1
+    await rig.outbox.send_due()
+    team = (("receiver", "team"), ("integration", "webhook"))
+    assert rig.counter("inferwatch_notifications") == {team: 1.0}
+    assert persisted(rig, "inferwatch_notifications") == {team: 1.0}
+    rig.close()
+
+
+async def test_a_permanent_failure_that_cannot_be_written_is_counted_once(
+        tmp_path: Path) -> None:
+    rig = Rig(tmp_path)
+    rig.channel.script = [Delivery.permanent("http_400")] * 2
+    queue(rig, "a")
+    original = rig.state.transaction
+    rig.state.transaction = failing_at_commit(rig)  # type: ignore[method-assign]
+    with pytest.raises(sqlite3.OperationalError):
+        await rig.outbox.send_due()
+    rig.state.transaction = original  # type: ignore[method-assign]
+    assert sum(rig.counter("inferwatch_notifications_failed").values()) == 0.0
+    assert persisted(rig, "inferwatch_notifications_failed") == {}
+    assert rig.outbox.queue_length() == 1  # tried again, and only that attempt counts
+    await rig.outbox.send_due()
+    bad = {(("receiver", "team"), ("integration", "webhook"), ("reason", "http_400")): 1.0}
+    assert rig.counter("inferwatch_notifications_failed") == bad
+    assert persisted(rig, "inferwatch_notifications_failed") == bad
+    assert rig.outbox.queue_length() == 0
+    rig.close()
+
+
+async def test_an_expired_message_is_counted_in_the_state_file_with_both_reasons(
+        tmp_path: Path) -> None:
+    rig = Rig(tmp_path)
+    rig.channel.script = [Delivery.transient("http_503")]
+    queue(rig, "a")
+    rig.clock.advance(BACKOFF_MAX_S + 24 * 3600.0)  # older than a day at its first attempt
+    await rig.outbox.send_due()
+    assert rig.outbox.queue_length() == 0
+    team = (("receiver", "team"), ("integration", "webhook"))
+    assert persisted(rig, "inferwatch_notifications_failed") == {
+        (*team, ("reason", "http_503")): 1.0, (*team, ("reason", "expired")): 1.0}
+    rig.close()
+
+
+async def test_the_next_checkpoint_still_writes_every_changed_series_and_the_same_count(
+        tmp_path: Path) -> None:
+    rig = Rig(tmp_path)
+    lines = rig.metrics.register(FamilySpec(name="lines", help="h", kind=Kind.COUNTER))
+    lines.inc(lines.key(()), 5.0)  # ingest's change, not committed yet
+    queue(rig, "a")
+    await rig.outbox.send_due()
+    dirty = rig.metrics.take_dirty()  # what the checkpoint gathers
+    assert {(family.full_name, key) for family, key, _ in dirty} == {
+        ("inferwatch_lines", ()),
+        ("inferwatch_notifications", (("receiver", "team"), ("integration", "webhook")))}
+    written = rig.state.connection.execute("SELECT DISTINCT family FROM counters").fetchall()
+    assert written == [("inferwatch_notifications",)]  # the outbox wrote only its own series
+    with rig.state.transaction() as cursor:
+        write_counter_rows(cursor, dirty)
+    assert persisted(rig, "inferwatch_notifications") == {
+        (("receiver", "team"), ("integration", "webhook")): 1.0}
+    rig.close()
+
+
+async def test_an_outcome_diverted_at_the_series_cap_is_one_drop(tmp_path: Path) -> None:
+    rig = Rig(tmp_path)
+    family = rig.metrics.family("inferwatch_notifications")
+    assert family is not None
+    family.series_limit = 0  # every new label set goes to the overflow series
+    queue(rig, "a")
+    await rig.outbox.send_due()
+    overflow = (("receiver", "__overflow__"), ("integration", "__overflow__"))
+    assert rig.counter("inferwatch_notifications") == {overflow: 1.0}
+    assert persisted(rig, "inferwatch_notifications") == {overflow: 1.0}
+    assert rig.counter("inferwatch_series_dropped") == {
+        (("family", "inferwatch_notifications"),): 1.0}
     rig.close()
